@@ -1,0 +1,128 @@
+"""Config checks that run before any expensive work, the flattened config, and its hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import UserError
+
+# Keys that say where and how a job runs, not what it computes: left out of the config hash.
+RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "experiment")
+# Keys that decide the training trajectory (and so the checkpoints): the train hash.
+TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
+STAGES = ("train", "llc", "fit")
+
+
+def as_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of everything that decides the run's numbers (runtime keys excluded)."""
+    d = as_dict(cfg)
+    return _digest({k: v for k, v in d.items() if k not in RUNTIME_KEYS})
+
+
+def train_hash(cfg: DictConfig) -> str:
+    """Hash of what decides the training trajectory and the checkpoints kept."""
+    d = as_dict(cfg)
+    keep = {k: d.get(k) for k in TRAIN_KEYS}
+    keep["llc"] = {"every": d["llc"]["every"], "online": d["llc"]["online"]}
+    return _digest(keep)
+
+
+def check(cfg: DictConfig) -> None:
+    """Checks that need no data: raise UserError with a one-line fix."""
+    stages = list(cfg.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise UserError(f"stages={stages}: choose from {list(STAGES)}, e.g. stages=[train,llc,fit]")
+    if [s for s in STAGES if s in stages] != stages:
+        raise UserError(f"stages={stages} out of order: they run as train, llc, fit")
+    if not float(cfg.lr) > 0:
+        raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
+    if int(cfg.batch) < 1:
+        raise UserError(f"batch={cfg.batch} must be a positive integer, e.g. batch=64")
+    t = cfg.train
+    if t.steps is None and not int(t.epochs) >= 1:
+        raise UserError(f"train.epochs={t.epochs} must be ≥ 1 (or set train.steps)")
+    if t.steps is not None and int(t.steps) < 1:
+        raise UserError(f"train.steps={t.steps} must be ≥ 1")
+    if int(t.eval_every) < 1:
+        raise UserError(f"train.eval_every={t.eval_every} must be ≥ 1")
+    llc = cfg.llc
+    if int(llc.every) < 1:
+        raise UserError(f"llc.every={llc.every} must be ≥ 1, e.g. llc.every=100")
+    for key in ("lr", "localization"):
+        if not float(llc[key]) >= 0 or (key == "lr" and float(llc.lr) == 0):
+            raise UserError(f"llc.{key}={llc[key]} must be {'> 0' if key == 'lr' else '≥ 0'}")
+    if llc.nbeta is not None and not float(llc.nbeta) > 0:
+        raise UserError(f"llc.nbeta={llc.nbeta} must be > 0, or null for batch/log(batch)")
+    for key in ("num_chains", "num_draws", "num_steps_bw_draws", "last"):
+        if int(llc[key]) < 1:
+            raise UserError(f"llc.{key}={llc[key]} must be ≥ 1")
+    if not llc.online and not cfg.train.keep_checkpoints and "llc" in stages:
+        raise UserError(
+            "train.keep_checkpoints=false leaves the llc stage nothing to read: "
+            "set llc.online=true to estimate during training"
+        )
+    if cfg.fit.points not in ("llc", "all"):
+        raise UserError(f"fit.points={cfg.fit.points}: choose llc or all")
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu")
+
+
+def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    return int(cfg.train.steps) if cfg.train.steps is not None else int(cfg.train.epochs) * steps_per_epoch
+
+
+def check_with_data(cfg: DictConfig, n_train: int, steps_per_epoch: int) -> int:
+    """Checks that need the data set's size; returns the number of training steps."""
+    if int(cfg.batch) > n_train:
+        raise UserError(
+            f"batch={cfg.batch} is larger than the training set ({n_train} samples): "
+            f"use batch ≤ {n_train}"
+        )
+    steps = total_steps(cfg, steps_per_epoch)
+    if int(cfg.llc.every) > steps:
+        raise UserError(
+            f"llc.every={cfg.llc.every} is longer than the run ({steps} steps): "
+            f"lower llc.every or train longer (train.epochs / train.steps)"
+        )
+    return steps
+
+
+def threads(setting: int | None) -> int:
+    """Torch threads for one job: the setting, else the cores this process may use divided by
+    the jobs sharing them (Slurm's CPUs per task, or AB_PARALLEL_JOBS set by a local launcher)."""
+    if setting:
+        return max(1, int(setting))
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, int(os.environ.get("AB_PARALLEL_JOBS", "1"))))

@@ -1,0 +1,70 @@
+"""Weight displacement R(t) = ||w_t - w_0||_2, in total and per parameter tensor.
+
+The recorder keeps squared norms in a preallocated tensor on the model's device, so the training
+loop never waits on the host; the table is built once, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+
+def record_schedule(
+    total_steps: int, every_step_up_to: int, log_points: int, extra: Iterable[int] = ()
+) -> np.ndarray:
+    """Steps (1-based) at which R(t) is recorded.
+
+    Every step for runs of at most `every_step_up_to` steps; otherwise `log_points` log-spaced
+    steps. The steps in `extra` (LLC and evaluation steps, so the paper's fit at the LLC interval
+    has its points) and the last step are always included.
+    """
+    if total_steps <= every_step_up_to:
+        steps = np.arange(1, total_steps + 1)
+    else:
+        steps = np.unique(np.geomspace(1, total_steps, log_points).round().astype(np.int64))
+    extra_arr = np.fromiter((s for s in extra if 1 <= s <= total_steps), dtype=np.int64)
+    return np.unique(np.concatenate([steps, extra_arr, [total_steps]]))
+
+
+class DisplacementRecorder:
+    """Records ||w_t - w_0|| per trainable tensor at the scheduled steps."""
+
+    def __init__(self, model: nn.Module, steps: np.ndarray) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.w0 = [p.detach().clone() for p in self.params]
+        self.steps = np.asarray(steps, dtype=np.int64)
+        self._row = {int(s): i for i, s in enumerate(self.steps)}
+        device = self.params[0].device
+        self._sq = torch.full((len(self.steps), len(self.names)), float("nan"), device=device)
+        self._loss = torch.full((len(self.steps),), float("nan"), device=device)
+
+    def wants(self, step: int) -> bool:
+        return step in self._row
+
+    @torch.no_grad()
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        """Store the squared displacement of every tensor and the batch loss at `step`."""
+        i = self._row[step]
+        diffs = torch._foreach_sub(self.params, self.w0)
+        self._sq[i] = torch.stack(torch._foreach_norm(diffs)).square()
+        self._loss[i] = loss.detach()
+
+    def table(self, upto: int | None = None) -> pd.DataFrame:
+        """Columns: step, displacement, train_batch_loss, displacement/<tensor name>..."""
+        sq = self._sq.cpu().double().numpy()
+        keep = self.steps <= (upto if upto is not None else self.steps[-1])
+        data = {
+            "step": self.steps[keep],
+            "displacement": np.sqrt(sq[keep].sum(axis=1)),
+            "train_batch_loss": self._loss.cpu().double().numpy()[keep],
+        }
+        for j, name in enumerate(self.names):
+            data[f"displacement/{name}"] = np.sqrt(sq[keep, j])
+        return pd.DataFrame(data)

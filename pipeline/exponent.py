@@ -1,0 +1,125 @@
+"""The displacement exponent: least-squares fit of log R(t) on log t (eq. 17), and crossover detection.
+
+Plain numpy. α is the slope, its standard error the usual OLS one, r² the coefficient of
+determination of the log-log regression. The window used is part of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class ExponentFit:
+    """α and the window it was measured on (t_c > 0 when the fit starts at a crossover)."""
+
+    alpha: float
+    alpha_se: float
+    intercept: float
+    r2: float
+    t_start: int
+    t_end: int
+    n_points: int
+    t_c: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Slope, its standard error, intercept and r² of y on x."""
+    n = len(x)
+    xm, ym = x.mean(), y.mean()
+    sxx = np.sum((x - xm) ** 2)
+    slope = np.sum((x - xm) * (y - ym)) / sxx
+    intercept = ym - slope * xm
+    resid = y - (intercept + slope * x)
+    sse = float(np.sum(resid**2))
+    sst = float(np.sum((y - ym) ** 2))
+    se = float(np.sqrt(sse / (n - 2) / sxx)) if n > 2 else float("nan")
+    r2 = 1.0 - sse / sst if sst > 0 else float("nan")
+    return float(slope), se, float(intercept), float(r2)
+
+
+def fit_exponent(
+    t: np.ndarray,
+    r: np.ndarray,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    t_c: float = 0.0,
+) -> ExponentFit:
+    """Fit log R = α log t + c on the points with t_start ≤ t ≤ t_end.
+
+    With a crossover t_c > 0 the fit follows appendix B.3, eq. (32): for t > t_c,
+    R(t) − R(t_c) ~ (t − t_c)^α, so both time and displacement are shifted.
+    """
+    t = np.asarray(t, dtype=float)
+    r = np.asarray(r, dtype=float)
+    lo = max(t_start if t_start is not None else -np.inf, t_c)
+    hi = t_end if t_end is not None else np.inf
+    keep = (t >= lo) & (t <= hi) & np.isfinite(r)
+    tt, rr = t[keep], r[keep]
+    if t_c > 0:
+        r_c = float(np.interp(t_c, t, r))
+        tt, rr = tt - t_c, rr - r_c
+    ok = (tt > 0) & (rr > 0)
+    tt, rr = tt[ok], rr[ok]
+    if len(tt) < 3:
+        raise ValueError(
+            f"only {len(tt)} usable points in the fit window [{lo}, {hi}]: widen the window "
+            "(fit.start_step / fit.end_step) or record more points"
+        )
+    slope, se, intercept, r2 = _ols(np.log(tt), np.log(rr))
+    return ExponentFit(
+        alpha=slope,
+        alpha_se=se,
+        intercept=intercept,
+        r2=r2,
+        t_start=int(round(tt[0] + t_c)),
+        t_end=int(round(tt[-1] + t_c)),
+        n_points=len(tt),
+        t_c=float(t_c),
+    )
+
+
+def detect_crossover(t: np.ndarray, r: np.ndarray, min_points: int = 5) -> float:
+    """Crossover time t_c between an early and a late power law (appendix B.3).
+
+    Two-segment regression in log-log: every admissible breakpoint splits the points into an
+    early and a late line, each fitted separately; t_c is the breakpoint with the least total
+    squared error. Each segment keeps at least `min_points` points, so t_c is never an endpoint.
+    """
+    t = np.asarray(t, dtype=float)
+    r = np.asarray(r, dtype=float)
+    ok = (t > 0) & (r > 0) & np.isfinite(r)
+    x, y = np.log(t[ok]), np.log(r[ok])
+    n = len(x)
+    if n < 2 * min_points:
+        raise ValueError(f"crossover detection needs at least {2 * min_points} points, got {n}")
+    # Prefix sums give each segment's least-squares error in O(1).
+    cx, cy = np.cumsum(x), np.cumsum(y)
+    cxx, cxy, cyy = np.cumsum(x * x), np.cumsum(x * y), np.cumsum(y * y)
+
+    def sse(i: int, j: int) -> float:  # points i..j-1
+        m = j - i
+        sx = cx[j - 1] - (cx[i - 1] if i else 0.0)
+        sy = cy[j - 1] - (cy[i - 1] if i else 0.0)
+        sxx = cxx[j - 1] - (cxx[i - 1] if i else 0.0) - sx * sx / m
+        sxy = cxy[j - 1] - (cxy[i - 1] if i else 0.0) - sx * sy / m
+        syy = cyy[j - 1] - (cyy[i - 1] if i else 0.0) - sy * sy / m
+        return syy - (sxy * sxy / sxx if sxx > 0 else 0.0)
+
+    best_k = min(range(min_points, n - min_points + 1), key=lambda k: sse(0, k) + sse(k, n))
+    return float(np.exp(x[best_k]))
+
+
+def spectral_dimension(llc: float, alpha: float) -> float:
+    """d_s = 2·λ·α (eq. 17 rearranged)."""
+    return 2.0 * llc * alpha
+
+
+def walk_dimension(alpha: float) -> float:
+    """d_walk = 1/α (Definition 3.2); equals 2λ/d_s."""
+    return 1.0 / alpha if alpha != 0 else float("inf")

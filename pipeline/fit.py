@@ -1,0 +1,91 @@
+"""Stage 3, fit: α from R(t), then d_s, d_walk and the paper's two verdicts.
+
+Reads from the run: `trajectory.parquet`, `llc.parquet` (when λ was estimated) and `config.yaml`.
+Writes: `fit.json` (α, its standard error, intercept, r², the window, t_c, d_s, d_walk, the D_ξ
+exponent 2 − d_walk, verdicts), summary metrics `alpha`, `alpha_se`, `r2`, `d_s`, `d_walk`,
+`diffusion_exponent`, and tags `verdict.lemma_3_4` (d_s ≤ λ_final), `verdict.corollary_3_3`
+(d_s ≤ λ̄). Re-running it on a run with another window never retrains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.exponent import detect_crossover, fit_exponent, spectral_dimension, walk_dimension
+from pipeline.tracking import Tracker
+
+
+def verdict(d_s: float, bound: float) -> str:
+    """'holds', 'violated', or 'n/a' when either side is not a number."""
+    if not (np.isfinite(d_s) and np.isfinite(bound)):
+        return "n/a"
+    return "holds" if d_s <= bound else "violated"
+
+
+def fit_points(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int):
+    """The (t, R) points the fit uses: at the LLC steps (the paper's) or every recorded step."""
+    if points == "all":
+        return traj["step"].to_numpy(), traj["displacement"].to_numpy()
+    steps = llc_table["step"].to_numpy() if llc_table is not None else np.arange(every, traj["step"].max() + 1, every)
+    sel = traj[traj["step"].isin(steps)]
+    return sel["step"].to_numpy(), sel["displacement"].to_numpy()
+
+
+def compute(
+    traj: pd.DataFrame,
+    llc_table: pd.DataFrame | None,
+    lambdas: dict[str, float],
+    fit_cfg: DictConfig,
+    every: int,
+) -> dict:
+    """Everything `fit.json` holds, from the tables alone."""
+    t, r = fit_points(traj, llc_table, fit_cfg.points, every)
+    t_c = detect_crossover(t, r) if fit_cfg.crossover else 0.0
+    ef = fit_exponent(t, r, t_start=fit_cfg.start_step, t_end=fit_cfg.end_step, t_c=t_c)
+    lam_final, lam_bar = lambdas.get("lambda_final", np.nan), lambdas.get("lambda_bar", np.nan)
+    d_s = spectral_dimension(lam_final, ef.alpha)
+    d_walk = walk_dimension(ef.alpha)
+    return {
+        **ef.to_dict(),
+        "points": fit_cfg.points,
+        "crossover": bool(fit_cfg.crossover),
+        "lambda_final": lam_final,
+        "lambda_bar": lam_bar,
+        "d_s": d_s,
+        "d_s_bar": spectral_dimension(lam_bar, ef.alpha),
+        "d_walk": d_walk,
+        "diffusion_exponent": 2.0 - d_walk,
+        "lemma_3_4": verdict(d_s, lam_final),
+        "corollary_3_3": verdict(d_s, lam_bar),
+    }
+
+
+def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
+    """Fit the run's recorded trajectory with the window in `cfg.fit` and log the result."""
+    traj = tracker.load_table(run_id, "trajectory")
+    if traj is None:
+        raise RuntimeError(f"run {run_id} has no trajectory.parquet: run the train stage first")
+    llc_table = tracker.load_table(run_id, "llc")
+    trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
+    every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
+    metrics = tracker.summary(run_id)
+    lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
+    result = compute(traj, llc_table, lambdas, cfg.fit, every)
+    tracker.log_json(run_id, result, "fit")
+    tracker.log_summary(
+        run_id,
+        {k: result[k] for k in ("alpha", "alpha_se", "r2", "d_s", "d_walk", "diffusion_exponent")}
+        | {"fit_t_start": result["t_start"], "fit_t_end": result["t_end"], "fit_t_c": result["t_c"]},
+    )
+    tracker.set_tags(
+        run_id,
+        {
+            "verdict.lemma_3_4": result["lemma_3_4"],
+            "verdict.corollary_3_3": result["corollary_3_3"],
+            "fit.window": f"{result['t_start']}-{result['t_end']} ({result['n_points']} points, "
+            f"{result['points']}{', crossover t_c=%g' % result['t_c'] if result['crossover'] else ''})",
+        },
+    )
+    return result

@@ -1,0 +1,163 @@
+"""One Hydra job = one MLflow run: check the config, open (or reopen) the run, chain the stages.
+
+A failing job is marked FAILED with its reason and never left RUNNING; in a multirun the sweep
+goes on with the next point.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import config, fit, llc, train
+from pipeline.errors import UserError
+from pipeline.tracking import Tracker, ui_command
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "devinterp", "mlflow", "hydra-core", "numpy", "scikit-learn")
+
+
+@dataclass
+class JobInfo:
+    """What Hydra knows about the job: sweep id, run name, and whether it is one of many."""
+
+    sweep: str
+    name: str
+    multirun: bool = False
+
+
+def provenance() -> dict[str, str]:
+    """Git commit and package versions, as tags."""
+    tags = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        git = ["git", "-C", str(ROOT)]
+        tags["git_commit"] = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+        tags["git_dirty"] = str(bool(dirty.stdout.strip()))
+    except (OSError, subprocess.CalledProcessError):
+        tags["git_commit"] = "unknown"
+    return tags
+
+
+def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> str:
+    """A new run when training; else the given run_id or the newest run of the same training."""
+    if "train" in cfg.stages:
+        tags = {
+            "sweep": job.sweep,
+            "config_hash": config.config_hash(cfg),
+            "train_hash": config.train_hash(cfg),
+            "multirun": str(job.multirun),
+            **provenance(),
+        }
+        run_id = tracker.start_run(job.name, tags)
+        tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+        tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        return run_id
+    if cfg.run_id:
+        run_id = str(cfg.run_id)
+        tracker.get_run(run_id)
+    else:
+        found = tracker.find_runs({"train_hash": config.train_hash(cfg), "stage.train": "done"})
+        if not found:
+            raise UserError(
+                f"no trained run with this training config in experiment '{cfg.experiment}': "
+                "pass run_id=<id> or include train in stages"
+            )
+        run_id = found[0].info.run_id
+    tracker.reopen(run_id)
+    tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+    return run_id
+
+
+def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
+    """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
+    config.check(cfg)  # cheap checks first: nothing is created for a bad config
+    torch.set_num_threads(config.threads(cfg.threads))
+    tracker = Tracker(cfg.tracking.uri, cfg.experiment)
+    if "train" in cfg.stages:  # data problems surface before a run exists
+        from pipeline import build
+
+        d = build.data(cfg)
+        config.check_with_data(cfg, d.n_train, d.steps_per_epoch)
+    run_id = _open_run(cfg, tracker, job)
+    progress = cfg.progress
+    stages = {
+        "train": lambda: train.run(cfg, tracker, run_id, progress),
+        "llc": lambda: llc.run(cfg, tracker, run_id, progress),
+        "fit": lambda: fit.run(cfg, tracker, run_id),
+    }
+    try:
+        for name in cfg.stages:
+            t0 = time.perf_counter()
+            stages[name]()
+            tracker.log_summary(run_id, {f"time/{name}_s": time.perf_counter() - t0})
+            tracker.set_tags(run_id, {f"stage.{name}": "done"})
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        tracker.fail(run_id, reason)
+        if not isinstance(e, (UserError, train.Diverged, KeyboardInterrupt)):
+            tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+        raise
+    tracker.finish(run_id)
+    return tracker, run_id, tracker.summary(run_id)
+
+
+def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
+    """The lines `python launch.py` prints for a run."""
+    run = tracker.client.get_run(run_id)
+    tags = run.data.tags
+    m = {k: metrics.get(k, float("nan")) for k in (
+        "lambda_final", "lambda_bar", "alpha", "alpha_se", "r2", "d_s", "d_walk",
+        "test_acc", "gen_error", "num_params",
+    )}
+    lines = [
+        f"run {run_id} ({run.info.run_name}) in experiment '{tracker.client.get_experiment(run.info.experiment_id).name}'",
+        f"  λ_final = {m['lambda_final']:.4g}   λ̄ = {m['lambda_bar']:.4g}   "
+        f"(devinterp SGLD, nβ = {tags.get('llc.nbeta_used', 'n/a')})",
+        f"  α = {m['alpha']:.4f} ± {m['alpha_se']:.4f}   r² = {m['r2']:.4f}   "
+        f"fit window: steps {tags.get('fit.window', 'n/a')}",
+        f"  d_s = 2·λ_final·α = {m['d_s']:.4g}   d_walk = 1/α = {m['d_walk']:.4g}",
+        f"  test acc = {m['test_acc']:.4f}   gen error (test − train loss) = {m['gen_error']:.4g}   "
+        f"parameters = {int(m['num_params']) if m['num_params'] == m['num_params'] else 'n/a'}",
+        f"  Lemma 3.4      d_s ≤ λ_final: {tags.get('verdict.lemma_3_4', 'n/a')}",
+        f"  Corollary 3.3  d_s ≤ λ̄:       {tags.get('verdict.corollary_3_3', 'n/a')}",
+        f"  stage times: "
+        + ", ".join(f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in ("train", "llc", "fit") if f"time/{s}_s" in metrics),
+        f"browse: {ui_command(tracker.uri)}",
+    ]
+    return "\n".join(lines)
+
+
+def main(cfg: DictConfig, job: JobInfo) -> int:
+    """Entry point for one job; returns the process exit status (0 ok, 1 failed, 2 bad input)."""
+    try:
+        tracker, run_id, metrics = execute(cfg, job)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except train.Diverged as e:
+        print(f"run failed (marked FAILED in MLflow): {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if not job.multirun:
+            raise
+        print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(report(tracker, run_id, metrics))
+    return 0

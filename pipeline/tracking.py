@@ -1,0 +1,253 @@
+"""The one module that talks to MLflow.
+
+Store: `tracking.uri` in the config, else MLflow's own `MLFLOW_TRACKING_URI`, else a SQLite file
+`./mlflow.db` in the working directory with artifacts under `./mlartifacts/` (MLflow 3.13+
+refuses the old `./mlruns` file store). Runs are addressed by id through `MlflowClient`, never
+through the fluent API's global "active run", so stages can reopen any run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from pipeline.errors import UserError
+
+DEFAULT_DB = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+
+# Names the analysis relies on (issue contract).
+SUMMARY_METRICS = (
+    "lambda_final",
+    "lambda_bar",
+    "alpha",
+    "alpha_se",
+    "r2",
+    "d_s",
+    "d_walk",
+    "test_acc",
+    "gen_error",
+    "num_params",
+)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI to use, with a relative SQLite path made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        uri = f"sqlite:///{path}"
+    elif "://" not in uri:
+        raise UserError(
+            f"tracking URI {uri!r} is not a URI: use sqlite:///<absolute path>.db or "
+            "http://host:port (MLflow 3.13+ refuses plain folders)"
+        )
+    return uri
+
+
+def ui_command(uri: str) -> str:
+    """The command that serves the MLflow UI on this store."""
+    if uri.startswith("sqlite:///"):
+        root = Path(uri.removeprefix("sqlite:///")).parent / ARTIFACT_DIR
+        return (
+            f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root.as_uri()} "
+            "--host 127.0.0.1 --port 5000"
+        )
+    return f"open {uri} in a browser (the tracking server's own UI)"
+
+
+def _quiet_mlflow() -> None:
+    # Artifact up/download bars would drown the stage's own progress bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("alembic", "mlflow", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """An MLflow store plus the experiment the runs go to."""
+
+    def __init__(self, uri: str | None, experiment: str) -> None:
+        _quiet_mlflow()
+        self.uri = resolve_uri(uri)
+        self._check_reachable()
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment(experiment)
+
+    def _check_reachable(self) -> None:
+        parsed = urlparse(self.uri)
+        if parsed.scheme == "sqlite":
+            folder = Path(self.uri.removeprefix("sqlite:///")).parent
+            if not folder.is_dir():
+                raise UserError(
+                    f"tracking store folder {folder} does not exist: create it or set "
+                    "tracking.uri=sqlite:///<existing folder>/mlflow.db"
+                )
+            if not os.access(folder, os.W_OK):
+                raise UserError(
+                    f"tracking store folder {folder} is not writable: set "
+                    "tracking.uri=sqlite:///<writable folder>/mlflow.db"
+                )
+        elif parsed.scheme in ("http", "https"):
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5):
+                    pass
+            except OSError as e:
+                raise UserError(
+                    f"cannot reach the MLflow tracking server at {self.uri} ({e}): start it "
+                    "(mlflow server --host 127.0.0.1 --port 5000 ...) or unset "
+                    "MLFLOW_TRACKING_URI / tracking.uri to use ./mlflow.db"
+                ) from None
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        artifact_location = None
+        if self.uri.startswith("sqlite:///"):
+            root = Path(self.uri.removeprefix("sqlite:///")).parent / ARTIFACT_DIR
+            artifact_location = root.as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # another job of the same sweep created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # -- runs ---------------------------------------------------------------------------------
+    def start_run(self, name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        return run.info.run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an existing run RUNNING again while a stage re-runs on it."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Mark a run FAILED with its reason; never raises (it runs while handling an error)."""
+        try:
+            self.client.set_tag(run_id, "failure_reason", reason[:5000])
+            self.client.set_terminated(run_id, status="FAILED")
+        except Exception as e:  # the store itself may be what failed
+            logging.getLogger(__name__).error("could not mark run %s FAILED: %s", run_id, e)
+
+    def find_runs(self, tags: Mapping[str, str], statuses: Iterable[str] = ()) -> list:
+        """Runs of this experiment whose tags match, newest first."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs(
+            [self.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"]
+        )
+        statuses = set(statuses)
+        return [r for r in runs if not statuses or r.info.status in statuses]
+
+    def get_run(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except Exception as e:
+            raise UserError(
+                f"no run {run_id} in {self.uri}: pass run_id=<an existing run id> "
+                "(see mlflow ui) or include train in stages"
+            ) from e
+
+    # -- params, tags, metrics ----------------------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        """Log params; a key already logged with another value (a stage re-run with new
+        settings) is recorded as tag `override.<key>`, since MLflow params are immutable."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        new, overrides = [], {}
+        for k, v in params.items():
+            s = str(v)[:6000]
+            if k not in existing:
+                new.append(Param(k, s))
+            elif existing[k] != s:
+                overrides[f"override.{k}"] = s
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i : i + 100])
+        self.set_tags(run_id, overrides)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+
+    def log_series(self, run_id: str, name: str, steps: Iterable[int], values: Iterable[float]):
+        """A step metric, written in batches (one call per 1000 points, not one per point)."""
+        self.log_metric_rows(run_id, [(name, int(s), float(v)) for s, v in zip(steps, values)])
+
+    def log_metric_rows(self, run_id: str, rows: list[tuple[str, int, float]]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, v, ts, s) for k, s, v in rows if v == v]  # NaN is dropped
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+
+    def log_summary(self, run_id: str, values: Mapping[str, float]) -> None:
+        """Summary metrics (step 0); a re-run stage's newer value becomes the latest."""
+        self.log_metric_rows(run_id, [(k, 0, float(v)) for k, v in values.items()])
+
+    def summary(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def log_table(self, run_id: str, df: pd.DataFrame, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / f"{name}.parquet"
+            df.to_parquet(path, index=False)
+            self.client.log_artifact(run_id, str(path))
+
+    def load_table(self, run_id: str, name: str) -> pd.DataFrame | None:
+        path = self._download(run_id, f"{name}.parquet")
+        return pd.read_parquet(path) if path else None
+
+    def log_json(self, run_id: str, obj: Mapping, name: str) -> None:
+        self.client.log_dict(run_id, dict(obj), f"{name}.json")
+
+    def load_json(self, run_id: str, name: str) -> dict | None:
+        path = self._download(run_id, f"{name}.json")
+        return json.loads(Path(path).read_text()) if path else None
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def load_text(self, run_id: str, name: str) -> str | None:
+        path = self._download(run_id, name)
+        return Path(path).read_text() if path else None
+
+    def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def download_dir(self, run_id: str, artifact_path: str, dst: Path) -> Path | None:
+        return Path(p) if (p := self._download(run_id, artifact_path, dst)) else None
+
+    def _download(self, run_id: str, path: str, dst: Path | None = None) -> str | None:
+        parent = str(Path(path).parent)
+        listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
+        if path not in {f.path for f in listed}:
+            return None
+        dst = dst or Path(tempfile.mkdtemp(prefix="ab-artifact-"))
+        return self.client.download_artifacts(run_id, path, str(dst))

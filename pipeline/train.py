@@ -1,0 +1,169 @@
+"""Stage 1, train: SGD (or any torch optimizer) on in-memory data, recording R(t).
+
+Reads: the config. Writes to the run: `trajectory.parquet` (step, R(t) total and per tensor,
+batch loss), `evals.parquet` (train/test loss and accuracy every `train.eval_every` steps),
+`checkpoints/step_*.pt` (w_0, w at every LLC step, w_final; only w_0 and w_final when
+`train.keep_checkpoints=false`), step metrics `train/loss`, `train/acc`, `test/loss`, `test/acc`,
+`displacement`, and summary `test_acc`, `gen_error`, `num_params`. With `llc.online=true` it also
+estimates λ at every LLC step and writes what the llc stage would.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from pipeline import build, config, llc
+from pipeline.data import Data
+from pipeline.displacement import DisplacementRecorder, record_schedule
+from pipeline.models import num_params
+from pipeline.progress import bar
+from pipeline.tracking import Tracker
+
+
+class Diverged(RuntimeError):
+    """The training loss became non-finite."""
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode (batch norm uses running statistics)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), 8192):
+        out = model(x[i : i + 8192])
+        loss += F.cross_entropy(out, y[i : i + 8192], reduction="sum").item()
+        correct += (out.argmax(1) == y[i : i + 8192]).sum().item()
+    model.train(was_training)
+    return loss / len(y), correct / len(y)
+
+
+def summarize_evals(evals: pd.DataFrame, last: int) -> dict[str, float]:
+    """Final test accuracy and the generalization gaps averaged over the last `last` evaluations."""
+    tail = evals.tail(last)
+    return {
+        "test_acc": float(evals["test_acc"].iloc[-1]),
+        "train_acc": float(evals["train_acc"].iloc[-1]),
+        "test_loss": float(evals["test_loss"].iloc[-1]),
+        "train_loss": float(evals["train_loss"].iloc[-1]),
+        "gen_error": float((tail["test_loss"] - tail["train_loss"]).mean()),
+        "gen_error_acc": float((tail["train_acc"] - tail["test_acc"]).mean()),
+    }
+
+
+def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
+    """Train, then log the trajectory, evaluations and checkpoints to the run."""
+    device = cfg.device
+    data = build.data(cfg)
+    steps = config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        setattr(data, name, getattr(data, name).to(device))
+    model = build.model(cfg, data)
+    model.train()
+    opt = build.optimizer(cfg, model)
+    tracker.log_summary(run_id, {"num_params": num_params(model), "total_steps": steps})
+
+    every, eval_every = int(cfg.llc.every), int(cfg.train.eval_every)
+    llc_steps = list(range(every, steps + 1, every))
+    eval_steps = set(range(eval_every, steps + 1, eval_every)) | {steps}
+    recorder = DisplacementRecorder(
+        model,
+        record_schedule(
+            steps,
+            int(cfg.train.record_every_step_up_to),
+            int(cfg.train.record_log_points),
+            extra=[*llc_steps, *eval_steps],
+        ),
+    )
+    keep = bool(cfg.train.keep_checkpoints) and not cfg.llc.online
+    ckpt_steps = ({0, *llc_steps} if keep else {0}) | {steps}
+    evals: list[dict] = []
+    llc_rows: list[dict] = []
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    step = 0
+
+    with tempfile.TemporaryDirectory(prefix="ab-ckpt-") as tmp:
+        ckpt_dir = Path(tmp) / "checkpoints"
+        ckpt_dir.mkdir()
+        torch.save(model.state_dict(), ckpt_dir / "step_00000000.pt")
+        try:
+            with bar(progress, total=steps, desc="train") as pbar:
+                while step < steps:
+                    for xb, yb in data.epoch(gen):
+                        step += 1
+                        opt.zero_grad(set_to_none=True)
+                        loss = F.cross_entropy(model(xb), yb)
+                        loss.backward()
+                        opt.step()
+                        if recorder.wants(step):
+                            recorder.record(step, loss)
+                        if step in eval_steps:
+                            evals.append(_eval_row(model, data, step, loss))
+                            pbar.set_postfix(loss=f"{evals[-1]['train_loss']:.4f}", refresh=False)
+                        if step in ckpt_steps:
+                            torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
+                        if cfg.llc.online and step % every == 0:
+                            seed = int(cfg.llc.seed) * 1_000_003 + step
+                            llc_rows.append({"step": step, **llc.estimate(model, data, cfg.llc, seed, device)})
+                        pbar.update(1)
+                        if step == steps:
+                            break
+        finally:
+            # Whatever happened, what was recorded reaches the run.
+            _log(tracker, run_id, recorder, evals, step, cfg)
+            tracker.log_dir(run_id, ckpt_dir, "checkpoints")
+            if llc_rows:
+                llc.record(tracker, run_id, llc_rows, cfg)
+    summary = summarize_evals(pd.DataFrame(evals), int(cfg.llc.last))
+    tracker.log_summary(run_id, summary)
+    return summary
+
+
+def _eval_row(model: nn.Module, data: Data, step: int, batch_loss: torch.Tensor) -> dict:
+    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+    if not (math.isfinite(train_loss) and math.isfinite(batch_loss.item())):
+        raise Diverged(
+            f"training loss is not finite at step {step} (train loss {train_loss}): "
+            "lower lr or batch noise"
+        )
+    return {
+        "step": step,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+    }
+
+
+def _log(
+    tracker: Tracker,
+    run_id: str,
+    recorder: DisplacementRecorder,
+    evals: list[dict],
+    last_step: int,
+    cfg: DictConfig,
+) -> None:
+    traj = recorder.table(upto=last_step)
+    tracker.log_table(run_id, traj, "trajectory")
+    rows = [("displacement", int(s), float(v)) for s, v in zip(traj["step"], traj["displacement"])]
+    if evals:
+        ev = pd.DataFrame(evals)
+        tracker.log_table(run_id, ev, "evals")
+        for col, name in [
+            ("train_loss", "train/loss"),
+            ("train_acc", "train/acc"),
+            ("test_loss", "test/loss"),
+            ("test_acc", "test/acc"),
+        ]:
+            rows += [(name, int(s), float(v)) for s, v in zip(ev["step"], ev[col])]
+    tracker.log_metric_rows(run_id, [r for r in rows if np.isfinite(r[2])])
