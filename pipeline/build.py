@@ -26,9 +26,7 @@ def data(cfg: DictConfig) -> Data:
 def model(cfg: DictConfig, d: Data) -> nn.Module:
     """The model, with input/output sizes from the data; seeded so `seed` fixes w_0."""
     torch.manual_seed(int(cfg.seed))
-    return instantiate(cfg.model, in_features=d.in_features, out_features=d.num_classes).to(
-        cfg.device
-    )
+    return instantiate(cfg.model, in_features=d.in_features, out_features=d.num_classes).to(cfg.device)
 
 
 def optimizer(cfg: DictConfig, m: nn.Module) -> torch.optim.Optimizer:

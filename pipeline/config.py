@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import UserError
 
 # Keys that say where and how a job runs, not what it computes: left out of the config hash.
-RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "experiment")
+RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
 STAGES = ("train", "llc", "fit")
@@ -65,6 +65,8 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:
         raise UserError(f"batch={cfg.batch} must be a positive integer, e.g. batch=64")
+    if int(cfg.llc.every) < 1:  # before train.eval_every, which defaults to it
+        raise UserError(f"llc.every={cfg.llc.every} must be ≥ 1, e.g. llc.every=100")
     t = cfg.train
     if t.steps is None and not int(t.epochs) >= 1:
         raise UserError(f"train.epochs={t.epochs} must be ≥ 1 (or set train.steps)")
@@ -73,8 +75,6 @@ def check(cfg: DictConfig) -> None:
     if int(t.eval_every) < 1:
         raise UserError(f"train.eval_every={t.eval_every} must be ≥ 1")
     llc = cfg.llc
-    if int(llc.every) < 1:
-        raise UserError(f"llc.every={llc.every} must be ≥ 1, e.g. llc.every=100")
     for key in ("lr", "localization"):
         if not float(llc[key]) >= 0 or (key == "lr" and float(llc.lr) == 0):
             raise UserError(f"llc.{key}={llc[key]} must be {'> 0' if key == 'lr' else '≥ 0'}")
@@ -105,8 +105,7 @@ def check_with_data(cfg: DictConfig, n_train: int, steps_per_epoch: int) -> int:
     """Checks that need the data set's size; returns the number of training steps."""
     if int(cfg.batch) > n_train:
         raise UserError(
-            f"batch={cfg.batch} is larger than the training set ({n_train} samples): "
-            f"use batch ≤ {n_train}"
+            f"batch={cfg.batch} is larger than the training set ({n_train} samples): use batch ≤ {n_train}"
         )
     steps = total_steps(cfg, steps_per_epoch)
     if int(cfg.llc.every) > steps:

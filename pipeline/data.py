@@ -76,7 +76,10 @@ def _split(
     # Stratify where every class can be split (tiny test files may hold a class once).
     _, counts = np.unique(y, return_counts=True)
     x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, random_state=split_seed,
+        x,
+        y,
+        test_size=test_fraction,
+        random_state=split_seed,
         stratify=y if counts.min() >= 2 else None,
     )
     return Data(

@@ -23,6 +23,7 @@ class ExponentFit:
     t_end: int
     n_points: int
     t_c: float = 0.0
+    shifted: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,11 +50,13 @@ def fit_exponent(
     t_start: float | None = None,
     t_end: float | None = None,
     t_c: float = 0.0,
+    shift: bool = False,
 ) -> ExponentFit:
-    """Fit log R = α log t + c on the points with t_start ≤ t ≤ t_end.
+    """Fit log R = α log t + c on the points with max(t_start, t_c) ≤ t ≤ t_end.
 
-    With a crossover t_c > 0 the fit follows appendix B.3, eq. (32): for t > t_c,
-    R(t) − R(t_c) ~ (t − t_c)^α, so both time and displacement are shifted.
+    A crossover t_c > 0 starts the window there. With `shift`, the fit follows appendix B.3,
+    eq. (32) literally: R(t) − R(t_c) ~ (t − t_c)^α. The shift is exact when t_c is, but an
+    error in a detected t_c biases it (R(t_c) is subtracted), so it is off by default.
     """
     t = np.asarray(t, dtype=float)
     r = np.asarray(r, dtype=float)
@@ -61,11 +64,12 @@ def fit_exponent(
     hi = t_end if t_end is not None else np.inf
     keep = (t >= lo) & (t <= hi) & np.isfinite(r)
     tt, rr = t[keep], r[keep]
-    if t_c > 0:
+    if shift and t_c > 0:
         r_c = float(np.interp(t_c, t, r))
         tt, rr = tt - t_c, rr - r_c
     ok = (tt > 0) & (rr > 0)
     tt, rr = tt[ok], rr[ok]
+    offset = t_c if shift else 0.0
     if len(tt) < 3:
         raise ValueError(
             f"only {len(tt)} usable points in the fit window [{lo}, {hi}]: widen the window "
@@ -77,10 +81,11 @@ def fit_exponent(
         alpha_se=se,
         intercept=intercept,
         r2=r2,
-        t_start=int(round(tt[0] + t_c)),
-        t_end=int(round(tt[-1] + t_c)),
+        t_start=int(round(tt[0] + offset)),
+        t_end=int(round(tt[-1] + offset)),
         n_points=len(tt),
         t_c=float(t_c),
+        shifted=bool(shift and t_c > 0),
     )
 
 

@@ -24,11 +24,21 @@ def verdict(d_s: float, bound: float) -> str:
     return "holds" if d_s <= bound else "violated"
 
 
+def window_text(result: dict) -> str:
+    """'100-3700 (37 points, llc)', with the crossover when the fit started at one."""
+    extra = f", crossover t_c={result['t_c']:g}" if result["crossover"] else ""
+    return f"{result['t_start']}-{result['t_end']} ({result['n_points']} points, {result['points']}{extra})"
+
+
 def fit_points(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int):
     """The (t, R) points the fit uses: at the LLC steps (the paper's) or every recorded step."""
     if points == "all":
         return traj["step"].to_numpy(), traj["displacement"].to_numpy()
-    steps = llc_table["step"].to_numpy() if llc_table is not None else np.arange(every, traj["step"].max() + 1, every)
+    steps = (
+        llc_table["step"].to_numpy()
+        if llc_table is not None
+        else np.arange(every, traj["step"].max() + 1, every)
+    )
     sel = traj[traj["step"].isin(steps)]
     return sel["step"].to_numpy(), sel["displacement"].to_numpy()
 
@@ -43,7 +53,7 @@ def compute(
     """Everything `fit.json` holds, from the tables alone."""
     t, r = fit_points(traj, llc_table, fit_cfg.points, every)
     t_c = detect_crossover(t, r) if fit_cfg.crossover else 0.0
-    ef = fit_exponent(t, r, t_start=fit_cfg.start_step, t_end=fit_cfg.end_step, t_c=t_c)
+    ef = fit_exponent(t, r, t_start=fit_cfg.start_step, t_end=fit_cfg.end_step, t_c=t_c, shift=fit_cfg.shift)
     lam_final, lam_bar = lambdas.get("lambda_final", np.nan), lambdas.get("lambda_bar", np.nan)
     d_s = spectral_dimension(lam_final, ef.alpha)
     d_walk = walk_dimension(ef.alpha)
@@ -77,15 +87,18 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     tracker.log_summary(
         run_id,
         {k: result[k] for k in ("alpha", "alpha_se", "r2", "d_s", "d_walk", "diffusion_exponent")}
-        | {"fit_t_start": result["t_start"], "fit_t_end": result["t_end"], "fit_t_c": result["t_c"]},
+        | {
+            "fit_t_start": result["t_start"],
+            "fit_t_end": result["t_end"],
+            "fit_t_c": result["t_c"],
+        },
     )
     tracker.set_tags(
         run_id,
         {
             "verdict.lemma_3_4": result["lemma_3_4"],
             "verdict.corollary_3_3": result["corollary_3_3"],
-            "fit.window": f"{result['t_start']}-{result['t_end']} ({result['n_points']} points, "
-            f"{result['points']}{', crossover t_c=%g' % result['t_c'] if result['crossover'] else ''})",
+            "fit.window": window_text(result),
         },
     )
     return result

@@ -74,7 +74,13 @@ def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, seed: int, dev
                 verbose=False,
             )
         except RuntimeError as e:  # a diverging chain: "NaN detected in loss ..."
-            return {**row, "llc": np.nan, "llc_std": np.nan, "status": f"failed: {e}", "trace": None}
+            return {
+                **row,
+                "llc": np.nan,
+                "llc_std": np.nan,
+                "status": f"failed: {e}",
+                "trace": None,
+            }
     return {
         **row,
         "llc": float(out["llc/mean"]),

@@ -76,7 +76,7 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> str:
         found = tracker.find_runs({"train_hash": config.train_hash(cfg), "stage.train": "done"})
         if not found:
             raise UserError(
-                f"no trained run with this training config in experiment '{cfg.experiment}': "
+                f"no trained run with this training config in experiment '{cfg.tracking.experiment}': "
                 "pass run_id=<id> or include train in stages"
             )
         run_id = found[0].info.run_id
@@ -89,7 +89,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))
-    tracker = Tracker(cfg.tracking.uri, cfg.experiment)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     if "train" in cfg.stages:  # data problems surface before a run exists
         from pipeline import build
 
@@ -122,12 +122,24 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
     """The lines `python launch.py` prints for a run."""
     run = tracker.client.get_run(run_id)
     tags = run.data.tags
-    m = {k: metrics.get(k, float("nan")) for k in (
-        "lambda_final", "lambda_bar", "alpha", "alpha_se", "r2", "d_s", "d_walk",
-        "test_acc", "gen_error", "num_params",
-    )}
+    m = {
+        k: metrics.get(k, float("nan"))
+        for k in (
+            "lambda_final",
+            "lambda_bar",
+            "alpha",
+            "alpha_se",
+            "r2",
+            "d_s",
+            "d_walk",
+            "test_acc",
+            "gen_error",
+            "num_params",
+        )
+    }
+    experiment = tracker.client.get_experiment(run.info.experiment_id).name
     lines = [
-        f"run {run_id} ({run.info.run_name}) in experiment '{tracker.client.get_experiment(run.info.experiment_id).name}'",
+        f"run {run_id} ({run.info.run_name}) in experiment '{experiment}'",
         f"  λ_final = {m['lambda_final']:.4g}   λ̄ = {m['lambda_bar']:.4g}   "
         f"(devinterp SGLD, nβ = {tags.get('llc.nbeta_used', 'n/a')})",
         f"  α = {m['alpha']:.4f} ± {m['alpha_se']:.4f}   r² = {m['r2']:.4f}   "
@@ -137,8 +149,10 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
         f"parameters = {int(m['num_params']) if m['num_params'] == m['num_params'] else 'n/a'}",
         f"  Lemma 3.4      d_s ≤ λ_final: {tags.get('verdict.lemma_3_4', 'n/a')}",
         f"  Corollary 3.3  d_s ≤ λ̄:       {tags.get('verdict.corollary_3_3', 'n/a')}",
-        f"  stage times: "
-        + ", ".join(f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in ("train", "llc", "fit") if f"time/{s}_s" in metrics),
+        "  stage times: "
+        + ", ".join(
+            f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in ("train", "llc", "fit") if f"time/{s}_s" in metrics
+        ),
         f"browse: {ui_command(tracker.uri)}",
     ]
     return "\n".join(lines)

@@ -113,7 +113,9 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                             torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
                         if cfg.llc.online and step % every == 0:
                             seed = int(cfg.llc.seed) * 1_000_003 + step
-                            llc_rows.append({"step": step, **llc.estimate(model, data, cfg.llc, seed, device)})
+                            llc_rows.append(
+                                {"step": step, **llc.estimate(model, data, cfg.llc, seed, device)}
+                            )
                         pbar.update(1)
                         if step == steps:
                             break
@@ -133,8 +135,7 @@ def _eval_row(model: nn.Module, data: Data, step: int, batch_loss: torch.Tensor)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
     if not (math.isfinite(train_loss) and math.isfinite(batch_loss.item())):
         raise Diverged(
-            f"training loss is not finite at step {step} (train loss {train_loss}): "
-            "lower lr or batch noise"
+            f"training loss is not finite at step {step} (train loss {train_loss}): lower lr or batch noise"
         )
     return {
         "step": step,

@@ -1,0 +1,45 @@
+# almost-bayesian: `make run` then `make test` is the whole quick start.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed (torch 2.14.1 wheels)"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision come from the machine's local wheels where pip has them, else from PyPI.
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## create the environment (pinned dependencies) if missing
+
+run: $(STAMP) ## run the default job (python launch.py $(ARGS)) and print λ, α, d_s, the verdicts
+	$(PY) launch.py $(ARGS)
+
+test: $(STAMP) ## run the test suite (slow tests excluded; make test PYTEST_ARGS="-m slow" for them)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+ui: $(STAMP) ## serve the MLflow UI for the default store ./mlflow.db on 127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root file://$(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000
+
+lock: $(STAMP) ## rewrite requirements.lock from the current environment
+	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean: ## remove run outputs (keeps the environment and the MLflow store)
+	rm -rf outputs multirun .pytest_cache
+
+.PHONY: help venv run test lint ui lock clean

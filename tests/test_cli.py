@@ -1,0 +1,79 @@
+"""The real command line, as a user types it: a multirun into a temporary SQLite store."""
+
+import math
+from pathlib import Path
+
+from pipeline.tracking import SUMMARY_METRICS, Tracker
+from tests.conftest import TINY, launch
+
+
+def test_multirun_end_to_end_then_refit_alone(tmp_path: Path, store: str) -> None:
+    res = launch(
+        [
+            "-m",
+            "optimizer=sgd,adam",
+            "lr=0.01,0.05",
+            *TINY,
+            f"tracking.uri={store}",
+            "tracking.experiment=e2e",
+        ],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    tracker = Tracker(store, "e2e")
+    runs = tracker.find_runs({})
+    assert len(runs) == 4
+    assert len({r.data.tags["sweep"] for r in runs}) == 1  # one -m invocation, one sweep tag
+    assert {(r.data.params["optimizer._target_"], r.data.params["lr"]) for r in runs} == {
+        (o, lr) for o in ("torch.optim.SGD", "torch.optim.Adam") for lr in ("0.01", "0.05")
+    }
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        for key in SUMMARY_METRICS:
+            assert math.isfinite(r.data.metrics[key]), (r.info.run_name, key)
+    assert res.stdout.count("Lemma 3.4") == 4 and "mlflow ui --backend-store-uri" in res.stdout
+
+    run = runs[0]
+    refit = launch(
+        [
+            "stages=[fit]",
+            f"run_id={run.info.run_id}",
+            f"tracking.uri={store}",
+            "tracking.experiment=e2e",
+        ],
+        cwd=tmp_path,
+    )
+    assert refit.returncode == 0, refit.stderr[-3000:]
+    after = tracker.client.get_run(run.info.run_id)
+    assert after.data.metrics["alpha"] == run.data.metrics["alpha"]
+    assert len(tracker.client.get_metric_history(run.info.run_id, "alpha")) == 2  # refit logged
+    assert len(tracker.find_runs({})) == 4  # no new run
+
+
+def test_diverging_point_does_not_stop_the_sweep(tmp_path: Path, store: str) -> None:
+    res = launch(
+        ["-m", "lr=1e6,0.05", *TINY, f"tracking.uri={store}", "tracking.experiment=div"],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = {r.data.params["lr"]: r for r in Tracker(store, "div").find_runs({})}
+    assert runs["1000000.0"].info.status == "FAILED"
+    assert "not finite" in runs["1000000.0"].data.tags["failure_reason"]
+    assert runs["0.05"].info.status == "FINISHED"
+
+
+def test_bad_input_is_one_line_before_any_run(tmp_path: Path, store: str) -> None:
+    cases = [
+        (["lr=-1"], "lr=-1"),
+        (["dataset=mnist", f"dataset.root={tmp_path}/no-mnist"], "MNIST not found"),
+        (["tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
+    ]
+    for args, fragment in cases:
+        res = launch(
+            [*args, *TINY, f"tracking.uri={store}"] if "tracking" not in args[0] else [*TINY, *args],
+            cwd=tmp_path,
+        )
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert Tracker(store, "almost-bayesian").find_runs({}) == []

@@ -1,0 +1,118 @@
+"""The real config composes; the design's sweep is 16 points as typed; bad values fail in one line."""
+
+import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from pipeline import build, config
+from pipeline.errors import UserError
+from pipeline.tracking import Tracker
+from tests.conftest import compose_cfg
+
+
+def test_default_composes_and_builds() -> None:
+    cfg = compose_cfg()
+    assert cfg.optimizer.lr == cfg.lr and cfg.dataset.batch_size == cfg.batch
+    assert cfg.stages == ["train", "llc", "fit"]
+    llc = cfg.llc  # the paper's Table 3
+    assert (llc.lr, llc.localization, llc.num_chains, llc.num_draws) == (1e-5, 100.0, 1, 400)
+    assert (llc.num_burnin_steps, llc.num_steps_bw_draws, llc.every, llc.last) == (0, 1, 100, 10)
+    d = build.data(cfg)
+    model = build.model(cfg, d)
+    opt = build.optimizer(cfg, model)
+    assert opt.param_groups[0]["lr"] == cfg.lr
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer=sgd",
+        "optimizer=adam",
+        "optimizer=adamw",
+        "dataset=moons",
+        "dataset=mnist",
+        "fit=crossover",
+        "model.batch_norm=true",
+    ],
+)
+def test_every_option_composes(override: str) -> None:
+    cfg = compose_cfg([override, "lr=3e-3", "batch=32"])
+    assert cfg.optimizer.lr == 3e-3 and cfg.dataset.batch_size == 32
+    if override.startswith("optimizer"):
+        import torch
+
+        opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+        assert type(opt).__name__.lower() == override.split("=")[1]
+    if override == "fit=crossover":
+        assert cfg.fit.crossover and cfg.fit.points == "all"
+
+
+def test_design_sweep_is_sixteen_points_as_typed() -> None:
+    parsed = OverridesParser.create().parse_overrides(
+        ["optimizer=sgd,adam", "lr=1e-3,1e-2", "batch=64,256", "seed=0,1"]
+    )
+    jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    assert len(jobs) == 16
+    seen = set()
+    for job in jobs:
+        cfg = compose_cfg(job)
+        assert cfg.optimizer.lr == cfg.lr and cfg.dataset.batch_size == cfg.batch
+        seen.add((cfg.optimizer._target_, cfg.lr, cfg.batch, cfg.seed))
+    assert len(seen) == 16
+    assert {s[1] for s in seen} == {1e-3, 1e-2}
+
+
+def test_unknown_group_option_is_refused_by_hydra() -> None:
+    with pytest.raises(ConfigCompositionException, match="optimizer"):
+        compose_cfg(["optimizer=rmsprop_nonexistent"])
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("lr=0", "lr=0"),
+        ("lr=-1e-3", "must be > 0"),
+        ("batch=0", "batch=0"),
+        ("llc.every=0", "llc.every"),
+        ("llc.lr=0", "llc.lr"),
+        ("llc.num_draws=0", "llc.num_draws"),
+        ("stages=[train,oops]", "choose from"),
+        ("stages=[fit,train]", "out of order"),
+        ("train.epochs=0", "train.epochs"),
+        ("fit.points=some", "fit.points"),
+    ],
+)
+def test_bad_values_fail_in_one_line(override: str, fragment: str) -> None:
+    with pytest.raises(UserError) as e:
+        config.check(compose_cfg([override]))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checks_that_need_the_data() -> None:
+    cfg = compose_cfg(["batch=5000"])
+    with pytest.raises(UserError, match="larger than the training set"):
+        config.check_with_data(cfg, n_train=898, steps_per_epoch=1)
+    cfg = compose_cfg(["train.steps=50"])
+    with pytest.raises(UserError, match="longer than the run"):
+        config.check_with_data(cfg, n_train=898, steps_per_epoch=15)
+    assert config.check_with_data(compose_cfg(), 898, 15) == 250 * 15
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path) -> None:
+    with pytest.raises(UserError, match="cannot reach the MLflow tracking server") as e:
+        Tracker("http://127.0.0.1:9", "x")  # port 9 (discard): nothing listens
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="does not exist"):
+        Tracker(f"sqlite:///{tmp_path}/missing/mlflow.db", "x")
+
+
+def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
+    a = compose_cfg()
+    b = compose_cfg(["tracking.uri=sqlite:////tmp/other.db", "stages=[fit]", "threads=1"])
+    c = compose_cfg(["fit.start_step=500"])
+    d = compose_cfg(["lr=0.05"])
+    assert config.config_hash(a) == config.config_hash(b)
+    assert config.train_hash(a) == config.train_hash(c) != config.train_hash(d)
+    assert config.config_hash(a) != config.config_hash(c)
