@@ -19,6 +19,25 @@ from omegaconf import DictConfig
 
 warnings.filterwarnings("ignore", message=".*SGLD has been deprecated.*")
 
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+def unknown_group_option(argv: list[str]) -> str | None:
+    """One line for `group=name` overrides (sweeps included) naming a config that does not exist.
+
+    Hydra refuses them too, with a multi-line report; this names the choices in one line first.
+    """
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = CONF / key
+        if not sep or not group.is_dir() or any(c in value for c in "()[]*"):
+            continue
+        choices = sorted(p.stem for p in group.glob("*.yaml"))
+        for name in value.split(","):
+            if name and name not in choices:
+                return f"unknown {key} '{name}': choose from {', '.join(choices)}"
+    return None
+
 
 def job_info(cfg: DictConfig):
     from pipeline.run import JobInfo
@@ -42,4 +61,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if problem := unknown_group_option(sys.argv[1:]):
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

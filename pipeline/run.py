@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import config, fit, llc, train
+from pipeline import build, config, fit, llc, train
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker, ui_command
 
@@ -90,15 +90,14 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    data = None
     if "train" in cfg.stages:  # data problems surface before a run exists
-        from pipeline import build
-
-        d = build.data(cfg)
-        config.check_with_data(cfg, d.n_train, d.steps_per_epoch)
+        data = build.data(cfg)
+        config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     run_id = _open_run(cfg, tracker, job)
     progress = cfg.progress
     stages = {
-        "train": lambda: train.run(cfg, tracker, run_id, progress),
+        "train": lambda: train.run(cfg, tracker, run_id, progress, data),
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
     }

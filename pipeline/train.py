@@ -60,10 +60,16 @@ def summarize_evals(evals: pd.DataFrame, last: int) -> dict[str, float]:
     }
 
 
-def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
+def run(
+    cfg: DictConfig,
+    tracker: Tracker,
+    run_id: str,
+    progress: bool | None = None,
+    data: Data | None = None,
+) -> dict:
     """Train, then log the trajectory, evaluations and checkpoints to the run."""
     device = cfg.device
-    data = build.data(cfg)
+    data = data or build.data(cfg)
     steps = config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         setattr(data, name, getattr(data, name).to(device))
@@ -121,7 +127,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                             break
         finally:
             # Whatever happened, what was recorded reaches the run.
-            _log(tracker, run_id, recorder, evals, step, cfg)
+            _log(tracker, run_id, recorder, evals, step)
             tracker.log_dir(run_id, ckpt_dir, "checkpoints")
             if llc_rows:
                 llc.record(tracker, run_id, llc_rows, cfg)
@@ -134,9 +140,7 @@ def _eval_row(model: nn.Module, data: Data, step: int, batch_loss: torch.Tensor)
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
     if not (math.isfinite(train_loss) and math.isfinite(batch_loss.item())):
-        raise Diverged(
-            f"training loss is not finite at step {step} (train loss {train_loss}): lower lr or batch noise"
-        )
+        raise Diverged(f"training loss is not finite at step {step} (train loss {train_loss}): lower lr")
     return {
         "step": step,
         "train_loss": train_loss,
@@ -152,7 +156,6 @@ def _log(
     recorder: DisplacementRecorder,
     evals: list[dict],
     last_step: int,
-    cfg: DictConfig,
 ) -> None:
     traj = recorder.table(upto=last_step)
     tracker.log_table(run_id, traj, "trajectory")

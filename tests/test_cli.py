@@ -67,12 +67,15 @@ def test_bad_input_is_one_line_before_any_run(tmp_path: Path, store: str) -> Non
         (["lr=-1"], "lr=-1"),
         (["dataset=mnist", f"dataset.root={tmp_path}/no-mnist"], "MNIST not found"),
         (["tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
+        (["-m", "optimizer=sgd,rmsprop"], "unknown optimizer 'rmsprop': choose from adam, adamw, sgd"),
+        (["model=resnet_nonexistent"], "unknown model 'resnet_nonexistent': choose from mlp"),
+        (["batch=100000"], "larger than the training set (898 samples)"),
+        (["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
     ]
     for args, fragment in cases:
-        res = launch(
-            [*args, *TINY, f"tracking.uri={store}"] if "tracking" not in args[0] else [*TINY, *args],
-            cwd=tmp_path,
-        )
+        tracking = [] if args[0].startswith("tracking") else [f"tracking.uri={store}"]
+        shrink = [a for a in TINY if not a.startswith(("train.steps", "llc.every"))]
+        res = launch([*args, *shrink, *tracking], cwd=tmp_path)
         assert res.returncode == 2, (args, res.stderr[-2000:])
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
