@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import UserError
 from pipeline.exponent import detect_crossover, fit_exponent, spectral_dimension, walk_dimension
 from pipeline.tracking import Tracker
 
@@ -82,7 +83,10 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
     metrics = tracker.summary(run_id)
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
-    result = compute(traj, llc_table, lambdas, cfg.fit, every)
+    try:
+        result = compute(traj, llc_table, lambdas, cfg.fit, every)
+    except ValueError as e:  # a window with too few points: the message names the fix
+        raise UserError(str(e)) from None
     tracker.log_json(run_id, result, "fit")
     tracker.log_summary(
         run_id,

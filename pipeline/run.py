@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import build, config, fit, llc, train
 from pipeline.errors import UserError
-from pipeline.tracking import Tracker, ui_command
+from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "devinterp", "mlflow", "hydra-core", "numpy", "scikit-learn")
@@ -55,8 +55,11 @@ def provenance() -> dict[str, str]:
     return tags
 
 
-def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> str:
-    """A new run when training; else the given run_id or the newest run of the same training."""
+def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str | None]:
+    """A new run when training; else the given run_id or the newest run of the same training.
+
+    Returns the run id and, for a reopened run, the status it had.
+    """
     if "train" in cfg.stages:
         tags = {
             "sweep": job.sweep,
@@ -65,24 +68,19 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> str:
             "multirun": str(job.multirun),
             **provenance(),
         }
-        run_id = tracker.start_run(job.name, tags)
-        tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
-        tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        return run_id
+        return tracker.start_run(job.name, tags), None
     if cfg.run_id:
-        run_id = str(cfg.run_id)
-        tracker.get_run(run_id)
+        run = tracker.get_run(str(cfg.run_id))
     else:
         found = tracker.find_runs({"train_hash": config.train_hash(cfg), "stage.train": "done"})
         if not found:
             raise UserError(
-                f"no trained run with this training config in experiment '{cfg.tracking.experiment}': "
-                "pass run_id=<id> or include train in stages"
+                f"no trained run with this training config in experiment "
+                f"'{cfg.tracking.experiment}': pass run_id=<id> or include train in stages"
             )
-        run_id = found[0].info.run_id
-    tracker.reopen(run_id)
-    tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
-    return run_id
+        run = found[0]
+    tracker.reopen(run.info.run_id)
+    return run.info.run_id, run.info.status
 
 
 def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
@@ -94,7 +92,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     if "train" in cfg.stages:  # data problems surface before a run exists
         data = build.data(cfg)
         config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
-    run_id = _open_run(cfg, tracker, job)
+    run_id, previous_status = _open_run(cfg, tracker, job)
     progress = cfg.progress
     stages = {
         "train": lambda: train.run(cfg, tracker, run_id, progress, data),
@@ -102,6 +100,9 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         "fit": lambda: fit.run(cfg, tracker, run_id),
     }
     try:
+        tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+        if previous_status is None:
+            tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         for name in cfg.stages:
             t0 = time.perf_counter()
             stages[name]()
@@ -109,7 +110,10 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
             tracker.set_tags(run_id, {f"stage.{name}": "done"})
     except BaseException as e:
         reason = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
-        tracker.fail(run_id, reason)
+        if previous_status is None:
+            tracker.fail(run_id, reason)
+        else:  # a failed re-run leaves the run as it was, with the reason beside it
+            tracker.restore(run_id, previous_status, f"re-run of {list(cfg.stages)} failed: {reason}")
         if not isinstance(e, (UserError, train.Diverged, KeyboardInterrupt)):
             tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         raise
@@ -121,21 +125,7 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
     """The lines `python launch.py` prints for a run."""
     run = tracker.client.get_run(run_id)
     tags = run.data.tags
-    m = {
-        k: metrics.get(k, float("nan"))
-        for k in (
-            "lambda_final",
-            "lambda_bar",
-            "alpha",
-            "alpha_se",
-            "r2",
-            "d_s",
-            "d_walk",
-            "test_acc",
-            "gen_error",
-            "num_params",
-        )
-    }
+    m = {k: metrics.get(k, float("nan")) for k in SUMMARY_METRICS}
     experiment = tracker.client.get_experiment(run.info.experiment_id).name
     lines = [
         f"run {run_id} ({run.info.run_name}) in experiment '{experiment}'",

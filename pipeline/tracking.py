@@ -149,6 +149,14 @@ class Tracker:
         except Exception as e:  # the store itself may be what failed
             logging.getLogger(__name__).error("could not mark run %s FAILED: %s", run_id, e)
 
+    def restore(self, run_id: str, status: str, note: str) -> None:
+        """Put a reopened run back to its earlier status, noting why the re-run failed."""
+        try:
+            self.client.set_tag(run_id, "rerun_failure", note[:5000])
+            self.client.set_terminated(run_id, status=status)
+        except Exception as e:
+            logging.getLogger(__name__).error("could not restore run %s: %s", run_id, e)
+
     def find_runs(self, tags: Mapping[str, str], statuses: Iterable[str] = ()) -> list:
         """Runs of this experiment whose tags match, newest first."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]

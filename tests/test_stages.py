@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import fit, run
+from pipeline.errors import UserError
 from pipeline.exponent import fit_exponent
 from pipeline.run import JobInfo
 from pipeline.tracking import SUMMARY_METRICS
@@ -80,6 +81,15 @@ def test_refit_alone_does_not_retrain_and_reproduces_alpha(tiny_cfg) -> None:
     _, _, again = run.execute(tiny_cfg("fit.points=all", "stages=[fit]", f"run_id={run_id}"), JOB)
     assert again["alpha"] == first["alpha"]
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_failed_refit_leaves_the_run_finished(tiny_cfg) -> None:
+    tracker, run_id, first = run.execute(tiny_cfg(), JOB)
+    with pytest.raises(UserError, match="usable points"):
+        run.execute(tiny_cfg("stages=[fit]", "fit.start_step=80", f"run_id={run_id}"), JOB)
+    r = tracker.client.get_run(run_id)
+    assert r.info.status == "FINISHED" and "usable points" in r.data.tags["rerun_failure"]
+    assert r.data.metrics["alpha"] == first["alpha"]
 
 
 def test_llc_rerun_with_other_settings(tiny_cfg) -> None:
