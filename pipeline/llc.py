@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import build
 from pipeline.data import Data
+from pipeline.errors import UserError
 from pipeline.progress import bar
 from pipeline.tracking import Tracker
 
@@ -39,8 +40,11 @@ _EXPECTED_WARNINGS = (
 )
 
 
-def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, seed: int, device: str) -> dict:
-    """One λ estimate at the model's current weights: devinterp SGLD with the given settings."""
+def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, step: int, device: str) -> dict:
+    """One λ estimate at the model's current weights (training step `step`), devinterp SGLD with
+    the given settings. The sampler's seed is derived from `llc.seed` and the step, so every
+    estimate is reproducible and estimates at different steps use different noise."""
+    seed = int(llc.seed) * 1_000_003 + step
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from devinterp.utils import default_nbeta, evaluate_ce, get_init_loss_multi_batch
@@ -148,11 +152,12 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Estimate λ at every checkpoint the train stage kept, with the settings in `cfg.llc`."""
     trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
-    if tracker.load_table(run_id, "llc") is not None and trained.llc.online and cfg.llc.online:
-        # Estimated during training already; nothing to re-read.
-        return summarize(tracker.load_table(run_id, "llc"), int(cfg.llc.last))
+    if trained.llc.online and cfg.llc.online:
+        table = tracker.load_table(run_id, "llc")
+        if table is not None:  # estimated during training already
+            return summarize(table, int(cfg.llc.last))
     data = build.data(trained)
-    model = build.model(trained, data)
+    model = build.model(trained, data).to(cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = tracker.download_dir(run_id, "checkpoints", Path(tmp))
         files = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir else []
@@ -160,13 +165,12 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         steps = [int(f.stem.removeprefix("step_")) for f in files]
         chosen = [(s, f) for s, f in zip(steps, files) if s > 0 and s % every == 0]
         if not chosen:
-            raise RuntimeError(
+            raise UserError(
                 f"run {run_id} kept no checkpoints at multiples of llc.every={every}: "
                 "re-train with train.keep_checkpoints=true and llc.online=false"
             )
         rows = []
         for step, f in bar(progress, iterable=chosen, desc="llc"):
             model.load_state_dict(torch.load(f, map_location=cfg.device))
-            seed = int(cfg.llc.seed) * 1_000_003 + step
-            rows.append({"step": step, **estimate(model, data, cfg.llc, seed, cfg.device)})
+            rows.append({"step": step, **estimate(model, data, cfg.llc, step, cfg.device)})
     return record(tracker, run_id, rows, cfg)

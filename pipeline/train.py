@@ -118,10 +118,8 @@ def run(
                         if step in ckpt_steps:
                             torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
                         if cfg.llc.online and step % every == 0:
-                            seed = int(cfg.llc.seed) * 1_000_003 + step
-                            llc_rows.append(
-                                {"step": step, **llc.estimate(model, data, cfg.llc, seed, device)}
-                            )
+                            row = llc.estimate(model, data, cfg.llc, step, device)
+                            llc_rows.append({"step": step, **row})
                         pbar.update(1)
                         if step == steps:
                             break
