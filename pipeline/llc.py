@@ -44,10 +44,11 @@ def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, step: int, dev
     """One λ estimate at the model's current weights (training step `step`), devinterp SGLD with
     the given settings. The sampler's seed is derived from `llc.seed` and the step, so every
     estimate is reproducible and estimates at different steps use different noise."""
-    seed = int(llc.seed) * 1_000_003 + step
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from devinterp.utils import default_nbeta, evaluate_ce, get_init_loss_multi_batch
+
+    seed = int(llc.seed) * 1_000_003 + step
 
     loader = data.loader(seed)
     nbeta = float(llc.nbeta) if llc.nbeta is not None else float(default_nbeta(loader))
@@ -156,8 +157,6 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         table = tracker.load_table(run_id, "llc")
         if table is not None:  # estimated during training already
             return summarize(table, int(cfg.llc.last))
-    data = build.data(trained)
-    model = build.model(trained, data).to(cfg.device)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = tracker.download_dir(run_id, "checkpoints", Path(tmp))
         files = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir else []
@@ -169,6 +168,9 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                 f"run {run_id} kept no checkpoints at multiples of llc.every={every}: "
                 "re-train with train.keep_checkpoints=true and llc.online=false"
             )
+        # Data and model are rebuilt only once there is something to estimate on.
+        data = build.data(trained)
+        model = build.model(trained, data).to(cfg.device)
         rows = []
         for step, f in bar(progress, iterable=chosen, desc="llc"):
             model.load_state_dict(torch.load(f, map_location=cfg.device))
