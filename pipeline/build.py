@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -24,9 +26,17 @@ def data(cfg: DictConfig) -> Data:
 
 
 def model(cfg: DictConfig, d: Data) -> nn.Module:
-    """The model, with input/output sizes from the data; seeded so `seed` fixes w_0."""
+    """The model, with the sizes it asks for taken from the data; seeded so `seed` fixes w_0.
+
+    Each model's constructor names what it needs (`in_features`, `in_shape`, `num_classes`, ...,
+    see `Data.model_inputs`); only those are passed, so one data set serves every model.
+    """
     torch.manual_seed(int(cfg.seed))
-    return instantiate(cfg.model, in_features=d.in_features, out_features=d.num_classes).to(cfg.device)
+    target = get_method(cfg.model._target_)
+    named = inspect.signature(target).parameters
+    # Only sizes the constructor names, and never one the config sets itself.
+    sizes = {k: v for k, v in d.model_inputs().items() if k in named and k not in cfg.model}
+    return instantiate(cfg.model, **sizes).to(cfg.device)
 
 
 def optimizer(cfg: DictConfig, m: nn.Module) -> torch.optim.Optimizer:

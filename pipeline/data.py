@@ -37,6 +37,15 @@ class Data:
     def in_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
 
+    def model_inputs(self) -> dict[str, object]:
+        """Sizes a model may take from its data (`build.model` passes those it names)."""
+        return {
+            "in_features": self.in_features,
+            "in_shape": tuple(self.x_train.shape[1:]),
+            "num_classes": self.num_classes,
+            "out_features": self.num_classes,
+        }
+
     @property
     def steps_per_epoch(self) -> int:
         # The last, smaller batch is kept, as torch's DataLoader does by default.

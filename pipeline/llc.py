@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +41,31 @@ _EXPECTED_WARNINGS = (
 )
 
 
-def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, step: int, device: str) -> dict:
+def estimate(
+    model: torch.nn.Module,
+    data: Data,
+    llc: DictConfig,
+    step: int,
+    device: str,
+    evaluate: Callable | None = None,
+) -> dict:
     """One λ estimate at the model's current weights (training step `step`), devinterp SGLD with
     the given settings. The sampler's seed is derived from `llc.seed` and the step, so every
-    estimate is reproducible and estimates at different steps use different noise."""
+    estimate is reproducible and estimates at different steps use different noise.
+
+    `evaluate(model, batch) -> loss` is devinterp's loss hook; the default is its cross-entropy
+    for classifiers (models with another loss, e.g. a causal LM or a regression, pass theirs)."""
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from devinterp.utils import default_nbeta, evaluate_ce, get_init_loss_multi_batch
 
+    evaluate = evaluate or evaluate_ce
     seed = int(llc.seed) * 1_000_003 + step
 
     loader = data.loader(seed)
     nbeta = float(llc.nbeta) if llc.nbeta is not None else float(default_nbeta(loader))
     # The loss at w_t, computed as devinterp does (train mode, num_chains batches), kept for the record.
-    init_loss = get_init_loss_multi_batch(loader, int(llc.num_chains), model, evaluate_ce, device)
+    init_loss = get_init_loss_multi_batch(loader, int(llc.num_chains), model, evaluate, device)
     row = {"init_loss": init_loss, "nbeta": nbeta}
     with warnings.catch_warnings():
         for msg in _EXPECTED_WARNINGS:
@@ -62,7 +74,7 @@ def estimate(model: torch.nn.Module, data: Data, llc: DictConfig, step: int, dev
             out = estimate_learning_coeff_with_summary(
                 model,
                 loader,
-                evaluate=evaluate_ce,
+                evaluate=evaluate,
                 sampling_method=SGMCMC.sgld,
                 optimizer_kwargs={
                     "lr": float(llc.lr),
