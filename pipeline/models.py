@@ -181,14 +181,16 @@ class TorchvisionNet(nn.Module):
 
         if arch not in _HEADS:
             raise UserError(f"model.arch={arch}: choose from {', '.join(_HEADS)}")
+        path = (
+            (Path(weights).expanduser() if weights else pretrained_weights_path(arch)) if pretrained else None
+        )
+        if path is not None and not path.is_file():  # before building: VGG16 alone takes seconds
+            raise UserError(
+                f"no pretrained {arch} weights at {path}: copy torchvision's {path.name} there, "
+                "set model.weights=<state-dict file>, or model.pretrained=false"
+            )
         net = torchvision.models.get_model(arch, weights=None)
-        if pretrained:
-            path = Path(weights).expanduser() if weights else pretrained_weights_path(arch)
-            if not path.is_file():
-                raise UserError(
-                    f"no pretrained {arch} weights at {path}: copy torchvision's {path.name} there, "
-                    "set model.weights=<state-dict file>, or model.pretrained=false"
-                )
+        if path is not None:
             try:
                 net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             except (RuntimeError, KeyError) as e:
