@@ -4,8 +4,10 @@ Reads: the config. Writes to the run: `trajectory.parquet` (step, R(t) total and
 batch loss), `evals.parquet` (train/test loss and accuracy every `train.eval_every` steps),
 `checkpoints/step_*.pt` (w_0, w at every LLC step, w_final; only w_0 and w_final when
 `train.keep_checkpoints=false`), step metrics `train/loss`, `train/acc`, `test/loss`, `test/acc`,
-`displacement`, and summary `test_acc`, `gen_error`, `num_params`. With `llc.online=true` it also
-estimates λ at every LLC step and writes what the llc stage would.
+`displacement`, and summary `test_acc`, `gen_error`, `num_params`, `num_weights`. With `llc.online=true`
+it also estimates λ at every LLC step and writes what the llc stage would. A phased run
+(`train.phases`, see `pipeline/schedule.py`) also writes `phase/<name>/start_step`, `end_step`, `epochs`
+and tags `phase.<name>`.
 """
 
 from __future__ import annotations
