@@ -109,3 +109,20 @@ def one_step_and_llc(cfg, model, d) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(after, before))  # the step moved the weights
     row = llc.estimate(model, d, cfg.llc, step=1, device="cpu")
     assert row["status"] == "ok" and math.isfinite(row["llc"]) and row["trace"].shape == (1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [f"{e}_cpu" for e in VISION])
+def test_cpu_variant_runs_from_the_command_line(name: str, tmp_path: Path) -> None:
+    """The whole `_cpu` sweep as a user runs it (36 s to 4 min each on a loaded 2-core machine)."""
+    from pipeline.tracking import Tracker
+    from tests.conftest import launch
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = launch(
+        ["-m", f"+experiment={name}", f"tracking.uri={store}", "threads=1", "progress=false"], tmp_path, 900
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = Tracker(store, "almost-bayesian").find_runs({})
+    assert len(runs) == len(sweep_jobs(name))
+    assert all(r.info.status == "FINISHED" and "lambda_final" in r.data.metrics for r in runs)
