@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,10 +194,9 @@ class TorchvisionNet(nn.Module):
         if path is not None:
             try:
                 net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except (RuntimeError, KeyError) as e:
-                raise UserError(
-                    f"{path} is not a torchvision {arch} state dict: {str(e).splitlines()[0]}"
-                ) from None
+            except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:  # not a state dict
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                raise UserError(f"{path} is not a torchvision {arch} state dict: {why}") from None
         parent_name, _, attr = _HEADS[arch].rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         old = getattr(parent, attr)

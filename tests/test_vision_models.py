@@ -115,8 +115,11 @@ def test_torchvision_net_without_weights_is_one_line(tmp_path: Path, monkeypatch
     msg = str(e.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth") in msg
     assert "pretrained=false" in msg and "\n" not in msg
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="nowhere.pth"):
         TorchvisionNet("vgg11", 200, weights=str(tmp_path / "nowhere.pth"))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(UserError, match="not a torchvision resnet18 state dict"):
+        TorchvisionNet("resnet18", 200, weights=str(tmp_path / "empty.pth"))
 
 
 @pytest.mark.parametrize(
