@@ -11,6 +11,7 @@ from torch import nn
 
 from pipeline.data import Data
 from pipeline.errors import UserError
+from pipeline.schedule import Phase, PhaseSchedule
 
 
 def data(cfg: DictConfig) -> Data:
@@ -36,8 +37,26 @@ def model(cfg: DictConfig, d: Data) -> nn.Module:
     named = inspect.signature(target).parameters
     # Only sizes the constructor names, and never one the config sets itself.
     sizes = {k: v for k, v in d.model_inputs().items() if k in named and k not in cfg.model}
-    return instantiate(cfg.model, **sizes).to(cfg.device)
+    try:
+        return instantiate(cfg.model, **sizes).to(cfg.device)
+    except Exception as e:  # instantiate wraps the model's own UserError (e.g. missing weights)
+        cause = e.__cause__ or e
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
 
 
 def optimizer(cfg: DictConfig, m: nn.Module) -> torch.optim.Optimizer:
-    return instantiate(cfg.optimizer)(m.parameters())
+    return instantiate(cfg.optimizer)([p for p in m.parameters() if p.requires_grad])
+
+
+def schedule(cfg: DictConfig, m: nn.Module, steps_per_epoch: int) -> PhaseSchedule | None:
+    """The run's phase schedule (`train.phases`, one optimizer per phase), or None for one phase."""
+    phases = cfg.train.get("phases")
+    if not phases:
+        return None
+    built = [
+        Phase(name=str(name), **{k: (instantiate(v) if k == "optimizer" else v) for k, v in p.items()})
+        for name, p in phases.items()
+    ]
+    return PhaseSchedule(built, m, steps_per_epoch)

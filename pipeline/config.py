@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import schedule
 from pipeline.errors import UserError
 
 # Keys that say where and how a job runs, not what it computes: left out of the config hash.
@@ -72,6 +73,8 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"train.epochs={t.epochs} must be ≥ 1 (or set train.steps)")
     if t.steps is not None and int(t.steps) < 1:
         raise UserError(f"train.steps={t.steps} must be ≥ 1")
+    if t.get("phases") is not None:
+        schedule.check(t.phases)
     if int(t.eval_every) < 1:
         raise UserError(f"train.eval_every={t.eval_every} must be ≥ 1")
     llc = cfg.llc
@@ -98,6 +101,9 @@ def check(cfg: DictConfig) -> None:
 
 
 def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """Training steps; for a phased run (`train.phases`) the most it can take (phases may stop early)."""
+    if cfg.train.get("phases"):
+        return schedule.max_steps(cfg.train.phases, steps_per_epoch)
     return int(cfg.train.steps) if cfg.train.steps is not None else int(cfg.train.epochs) * steps_per_epoch
 
 

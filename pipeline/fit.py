@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import llc
 from pipeline.errors import UserError
 from pipeline.exponent import detect_crossover, fit_exponent, spectral_dimension, walk_dimension
 from pipeline.tracking import Tracker
@@ -73,6 +74,28 @@ def compute(
     }
 
 
+def restrict_to_phase(
+    fit_cfg: DictConfig,
+    metrics: dict[str, float],
+    llc_table: pd.DataFrame | None,
+    lambdas: dict[str, float],
+    last: int,
+) -> tuple[DictConfig, dict[str, float]]:
+    """The fit window and λ_final, λ̄ of one training phase (`fit.phase`, e.g. the SGD phase of
+    the Tiny ImageNet protocol, G.2): the window starts at the phase's first step (R and t still
+    count from w_0 and step 1, as the paper's Table 1 fit does) and λ is summarised over its steps."""
+    name = str(fit_cfg.phase)
+    key = f"phase/{name}/start_step"
+    if key not in metrics:
+        known = sorted({k.split("/")[1] for k in metrics if k.startswith("phase/")})
+        raise UserError(f"fit.phase={name}: the run recorded no such phase (it has: {known or 'none'})")
+    start = int(metrics[key])
+    window = OmegaConf.merge(fit_cfg, {"start_step": max(start, int(fit_cfg.start_step or 0))})
+    if llc_table is not None:
+        lambdas = llc.summarize(llc_table[llc_table["step"] >= start], last)
+    return window, lambdas
+
+
 def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     """Fit the run's recorded trajectory with the window in `cfg.fit` and log the result."""
     traj = tracker.load_table(run_id, "trajectory")
@@ -83,8 +106,11 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
     metrics = tracker.summary(run_id)
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
+    fit_cfg = cfg.fit
+    if fit_cfg.get("phase"):
+        fit_cfg, lambdas = restrict_to_phase(fit_cfg, metrics, llc_table, lambdas, int(cfg.llc.last))
     try:
-        result = compute(traj, llc_table, lambdas, cfg.fit, every)
+        result = compute(traj, llc_table, lambdas, fit_cfg, every)
     except ValueError as e:  # a window with too few points: the message names the fix
         raise UserError(str(e)) from None
     tracker.log_json(run_id, result, "fit")

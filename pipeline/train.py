@@ -4,8 +4,10 @@ Reads: the config. Writes to the run: `trajectory.parquet` (step, R(t) total and
 batch loss), `evals.parquet` (train/test loss and accuracy every `train.eval_every` steps),
 `checkpoints/step_*.pt` (w_0, w at every LLC step, w_final; only w_0 and w_final when
 `train.keep_checkpoints=false`), step metrics `train/loss`, `train/acc`, `test/loss`, `test/acc`,
-`displacement`, and summary `test_acc`, `gen_error`, `num_params`. With `llc.online=true` it also
-estimates λ at every LLC step and writes what the llc stage would.
+`displacement`, and summary `test_acc`, `gen_error`, `num_params`, `num_weights`. With `llc.online=true`
+it also estimates λ at every LLC step and writes what the llc stage would. A phased run
+(`train.phases`, see `pipeline/schedule.py`) also writes `phase/<name>/start_step`, `end_step`, `epochs`
+and tags `phase.<name>`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 from pipeline import build, config, llc
 from pipeline.data import Data
 from pipeline.displacement import DisplacementRecorder, record_schedule
-from pipeline.models import num_params
+from pipeline.models import num_params, num_weights
 from pipeline.progress import bar
 from pipeline.tracking import Tracker
 
@@ -75,8 +77,11 @@ def run(
         setattr(data, name, getattr(data, name).to(device))
     model = build.model(cfg, data)
     model.train()
-    opt = build.optimizer(cfg, model)
-    tracker.log_summary(run_id, {"num_params": num_params(model), "total_steps": steps})
+    # A phased run (train.phases, e.g. the Tiny ImageNet protocol) swaps optimizers and may stop early.
+    schedule = build.schedule(cfg, model, data.steps_per_epoch)
+    opt = schedule.optimizer if schedule else build.optimizer(cfg, model)
+    sizes = {"num_params": num_params(model), "num_weights": num_weights(model)}
+    tracker.log_summary(run_id, {**sizes, "total_steps": steps})
 
     every, eval_every = int(cfg.llc.every), int(cfg.train.eval_every)
     llc_steps = list(range(every, steps + 1, every))
@@ -103,29 +108,37 @@ def run(
         torch.save(model.state_dict(), ckpt_dir / "step_00000000.pt")
         try:
             with bar(progress, total=steps, desc="train") as pbar:
-                while step < steps:
+                last = False
+                while not last:
                     for xb, yb in data.epoch(gen):
                         step += 1
                         opt.zero_grad(set_to_none=True)
                         loss = F.cross_entropy(model(xb), yb)
                         loss.backward()
                         opt.step()
+                        last = step == steps
+                        if schedule is not None:
+                            last = schedule.after_step(step, loss.item()) or last
+                            opt = schedule.optimizer
                         if recorder.wants(step):
                             recorder.record(step, loss)
-                        if step in eval_steps:
+                        if step in eval_steps or last:
                             evals.append(_eval_row(model, data, step, loss))
                             pbar.set_postfix(loss=f"{evals[-1]['train_loss']:.4f}", refresh=False)
-                        if step in ckpt_steps:
+                        if step in ckpt_steps or last:
                             torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
                         if cfg.llc.online and step % every == 0:
                             row = llc.estimate(model, data, cfg.llc, step, device)
                             llc_rows.append({"step": step, **row})
                         pbar.update(1)
-                        if step == steps:
+                        if last:
                             break
         finally:
             # Whatever happened, what was recorded reaches the run.
             _log(tracker, run_id, recorder, evals, step)
+            if schedule is not None:
+                tracker.log_summary(run_id, {**schedule.summary(), "total_steps": step})
+                tracker.set_tags(run_id, schedule.tags())
             tracker.log_dir(run_id, ckpt_dir, "checkpoints")
             if llc_rows:
                 llc.record(tracker, run_id, llc_rows, cfg)
