@@ -108,6 +108,24 @@ def correlations(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     )
 
 
+def negatives(table: pd.DataFrame) -> list[str]:
+    """Negative λ or d_s (near initialization, Table 8): reported, never dropped."""
+    lines = []
+    for col in ("lambda_final", "d_s"):
+        if col in table:
+            neg = table.loc[table[col] < 0, "run_name"].tolist() if "run_name" in table else []
+            lines.append(
+                f"negative {col}: {len(neg)} runs" + (f" ({', '.join(map(str, neg))})" if neg else "")
+            )
+    for tag in ("llc.negative_estimates", "llc.nonstationary_estimates", "llc.failed_estimates"):
+        if tag in table:
+            n = pd.to_numeric(table[tag], errors="coerce")
+            lines.append(
+                f"{tag.removeprefix('llc.')}: {int(n.sum())} λ estimates in {int((n > 0).sum())} runs"
+            )
+    return lines
+
+
 def _fmt(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.4g}"
 
@@ -129,6 +147,7 @@ def report(sweep: str, table: pd.DataFrame, not_finished: pd.DataFrame, swept: l
                 f"  {r['verdict']}: {r.get('run_name', '')} ({r['run_id']}) d_s = {_fmt(r['d_s'])} > "
                 f"{_fmt(r[bound])}, {alpha}, window {r.get('fit.window', 'n/a')}"
             )
+    lines += negatives(table)
     corr = correlations(table, swept)
     if not corr.empty:
         lines.append("Correlations (Pearson r [p], Spearman ρ [p], n):")

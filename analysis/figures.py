@@ -92,11 +92,13 @@ def hue_axis(table: pd.DataFrame, swept: list[str], exclude: tuple[str, ...] = (
     return None
 
 
-def _palette(table: pd.DataFrame, hue: str | None):
+def _palette(table: pd.DataFrame, hue: str | None) -> dict | None:
+    """Level -> colour over the sorted levels, so an optimizer or lr has one colour in every figure."""
     if hue is None:
         return None
-    n = table[hue].nunique()
-    return sns.color_palette("colorblind" if hue == "optimizer" else "viridis", n)
+    levels = sorted(table[hue].dropna().unique())
+    colors = sns.color_palette("colorblind" if hue == "optimizer" else "viridis", len(levels))
+    return dict(zip(levels, colors))
 
 
 def _facets(table: pd.DataFrame, swept: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -200,6 +202,14 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
     hue = hue_axis(d, swept)
     size = "num_params" if "num_params" in d and d["num_params"].nunique() > 1 else None
     fig, ax = plt.subplots(figsize=(6.4, 5))
+    # Error bars: the spread of the last λ estimates (the λ ± std of Tables 5-8) and the d_s interval.
+    xerr = d["lambda_final_std"].fillna(0) if bound == "lambda_final" and "lambda_final_std" in d else None
+    yerr = None
+    if {"d_s_ci_low", "d_s_ci_high"} <= set(d.columns):
+        yerr = np.vstack([d["d_s"] - d["d_s_ci_low"], d["d_s_ci_high"] - d["d_s"]]).clip(0)
+    if xerr is not None or yerr is not None:
+        ax.errorbar(d[bound], d["d_s"], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.65", lw=0.8, zorder=1)
+    style = "optimizer" if hue != "optimizer" and "optimizer" in swept else None
     sns.scatterplot(
         d,
         x=bound,
@@ -208,17 +218,24 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
         size=size,
         sizes=(30, 250),
         palette=_palette(d, hue),
-        style="optimizer" if hue != "optimizer" and "optimizer" in swept else None,
+        style=style,
         ax=ax,
-        alpha=0.85,
+        alpha=0.9,
+        zorder=2,
     )
-    lo = min(0.0, d[bound].min(), d["d_s"].min())
-    hi = max(d[bound].max(), d["d_s"].max()) * 1.05
+    both = d[[bound, "d_s"]]
+    hi = both.max().max() * 1.1
+    # Values spanning decades crowd into one corner on linear axes: log axes when all are positive.
+    log = bool((both > 0).all().all() and hi / both.min().min() > 30)
+    lo = both.min().min() / 1.5 if log else min(0.0, both.min().min() - 0.05 * hi)
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label=r"$d_s = \lambda$", zorder=1)
     ax.fill_between(
         [lo, hi], [lo, hi], lo, color="0.9", lw=0, label=r"$d_s \leq \lambda$ (bound holds)", zorder=0
     )
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=_label(bound), ylabel=_label("d_s"), title=title)
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=_label(bound), ylabel=_label("d_s"))
+    if log:
+        ax.set(xscale="log", yscale="log")
+    ax.set_title(title + ("\n(bars: std of the last λ estimates)" if xerr is not None else ""), fontsize=11)
     holds = int((d["d_s"] <= d[bound]).sum())
     ax.text(
         0.02,

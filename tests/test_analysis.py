@@ -69,7 +69,10 @@ def test_aggregate_lists_every_run_of_the_sweep(sweep_store: str) -> None:
 
 def test_analysis_command_writes_results_and_logs_back(sweep_store: str, tmp_path, capsys) -> None:
     out = tmp_path / "results"
-    assert analysis_main(["--uri", sweep_store, "--experiment", "test", "--sweep", SWEEP, "--out", str(out)]) == 0
+    assert (
+        analysis_main(["--uri", sweep_store, "--experiment", "test", "--sweep", SWEEP, "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     folder = out / SWEEP
     runs = pd.read_csv(folder / "runs.csv")
@@ -92,7 +95,10 @@ def test_analysis_command_writes_results_and_logs_back(sweep_store: str, tmp_pat
     listed = {f.path for f in tracker.client.list_artifacts(found[0].info.run_id, "analysis")}
     assert "analysis/checks.txt" in listed and "analysis/runs.parquet" in listed
     assert len(aggregate.sweep_table(tracker, SWEEP).table) == 6
-    assert analysis_main(["--uri", sweep_store, "--experiment", "test", "--sweep", SWEEP, "--out", str(out)]) == 0
+    assert (
+        analysis_main(["--uri", sweep_store, "--experiment", "test", "--sweep", SWEEP, "--out", str(out)])
+        == 0
+    )
     assert len(tracker.find_runs({"analysis": "true", "sweep": SWEEP})) == 1  # re-run reuses it
 
 
@@ -148,17 +154,30 @@ def fixture_sweep() -> tuple[pd.DataFrame, aggregate.RunSeries, list[str]]:
                     )
                     traj.append(
                         pd.DataFrame(
-                            {"run_id": rid, "step": t, "displacement": r, "displacement/net.0.weight": 0.8 * r}
+                            {
+                                "run_id": rid,
+                                "step": t,
+                                "displacement": r,
+                                "displacement/net.0.weight": 0.8 * r,
+                            }
                         )
                     )
                     steps = np.arange(100, 601, 100)
                     llc.append(
-                        pd.DataFrame({"run_id": rid, "step": steps, "llc": lam + 0.1 * rng.standard_normal(6)})
-                        .assign(status="ok")
+                        pd.DataFrame(
+                            {"run_id": rid, "step": steps, "llc": lam + 0.1 * rng.standard_normal(6)}
+                        ).assign(status="ok")
                     )
                     fits.append(
-                        {"run_id": rid, "alpha": alpha, "intercept": np.log(0.1 * (1 + k)), "t_start": 100,
-                         "t_end": 600, "t_c": 0.0, "shifted": False}
+                        {
+                            "run_id": rid,
+                            "alpha": alpha,
+                            "intercept": np.log(0.1 * (1 + k)),
+                            "t_start": 100,
+                            "t_end": 600,
+                            "t_c": 0.0,
+                            "shifted": False,
+                        }
                     )
                     i += 1
     series = aggregate.RunSeries(pd.concat(traj), pd.concat(llc), pd.DataFrame(fits))
@@ -224,7 +243,9 @@ def test_tables_match_the_fixture_numbers(tmp_path) -> None:
     tex = tables.to_latex(tables.table_1(table), "Table 1")
     assert r"\toprule" in tex and r"$\lambda$" in tex and "λ" not in tex
     written, skipped = tables.write_all(sgd, tmp_path)
-    assert (tmp_path / "table_1.tex").exists() and skipped == ["table table_4_adam skipped: no Adam runs in the sweep"]
+    assert (tmp_path / "table_1.tex").exists() and skipped == [
+        "table table_4_adam skipped: no Adam runs in the sweep"
+    ]
 
 
 # -- the checks ------------------------------------------------------------------------------------
@@ -237,8 +258,13 @@ def test_lemma_3_4_flags_a_planted_violation() -> None:
     table.loc[9, "lambda_final"] = np.nan
     counts, bad = checks.lemma_3_4(table)
     assert counts == {"holds": 21, "within_error": 1, "violated": 1, "n/a": 1}
-    assert bad["run_id"].tolist() == ["run05", "run07"] and bad["verdict"].tolist() == ["violated", "within_error"]
-    text = checks.report("planted", table, pd.DataFrame(columns=["run_id", "run_name", "status", "reason"]), swept)
+    assert bad["run_id"].tolist() == ["run05", "run07"] and bad["verdict"].tolist() == [
+        "violated",
+        "within_error",
+    ]
+    text = checks.report(
+        "planted", table, pd.DataFrame(columns=["run_id", "run_name", "status", "reason"]), swept
+    )
     line = next(x for x in text.splitlines() if "run05" in x)
     assert "violated" in line and "d_s = 12.5 > 10" in line and "α = 0.625" in line and "200-600" in line
     assert "Lemma 3.4      d_s ≤ λ_final: 21 holds, 1 within_error, 1 violated, 1 n/a" in text
