@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.tracking import Tracker
+from pipeline.tracking import ANALYSIS_TAGS, Tracker
 
 # Short names for swept params, in the order they are preferred when two params vary together
 # (e.g. `optimizer.lr` always equals `lr`, `llc.seed` equals `seed`).
@@ -42,6 +42,15 @@ class SweepTable:
 
     def not_finished(self) -> pd.DataFrame:
         return self.table[self.table["status"] != "FINISHED"][["run_id", "run_name", "status", "reason"]]
+
+
+def reason_for(status: str, failure_reason: object) -> str:
+    """Why a run is not FINISHED ('' when it is): its `failure_reason` tag, else its state."""
+    if status == "FINISHED":
+        return ""
+    if isinstance(failure_reason, str) and failure_reason:
+        return failure_reason
+    return "unfinished (RUNNING)" if status == "RUNNING" else f"{status} (no failure_reason recorded)"
 
 
 def _numeric(col: pd.Series) -> pd.Series:
@@ -92,14 +101,13 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     params = list(runs.attrs.get("params", []))
     metrics = list(runs.attrs.get("metrics", []))
     if runs.empty:
-        return SweepTable(sweep, runs.assign(reason=pd.Series(dtype=str)), [])
+        return SweepTable(sweep, pd.DataFrame(columns=["run_id", "run_name", "status", "reason"]), [])
     swept = swept_params(runs, params)
     df = runs[["run_id", "run_name", "status"]].copy()
-    reason = runs.get("failure_reason", pd.Series(np.nan, index=runs.index))
-    df["reason"] = reason.where(
-        reason.notna(), np.where(runs["status"] == "RUNNING", "unfinished (RUNNING)", "")
-    )
-    df["reason"] = df["reason"].where(runs["status"] != "FINISHED", "")
+    df["reason"] = [
+        reason_for(status, tag)
+        for status, tag in zip(runs["status"], runs.get("failure_reason", [None] * len(runs)))
+    ]
     for p in swept:
         name = AXES.get(p, p)
         df[name] = runs[p].map(short_optimizer) if p == "optimizer._target_" else _numeric(runs[p])
@@ -117,7 +125,7 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     for m in metrics:
         df[m] = pd.to_numeric(runs[m], errors="coerce")
     for t in runs.columns:
-        if t.startswith(("verdict.", "llc.negative", "llc.nonstationary", "llc.failed", "fit.window")):
+        if t in ANALYSIS_TAGS and t != "failure_reason":
             df[t] = runs[t]
     # Fig. 2b: a constant-lr run's average learning rate is its lr (a run with a schedule logs avg_lr).
     if "lr" in df:

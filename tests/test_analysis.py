@@ -14,7 +14,7 @@ from analysis.__main__ import main as analysis_main
 from pipeline import run
 from pipeline.run import JobInfo
 from pipeline.tracking import Tracker, open_existing
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg, launch
 
 SWEEP = "tiny-sweep"
 
@@ -110,6 +110,46 @@ def test_analysis_command_names_the_fix_for_bad_input(sweep_store: str, tmp_path
     assert analysis_main(["--uri", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
     assert "no tracking store" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_ablation_config_picks_each_optimizers_lr_then_make_figures_reads_it(tmp_path) -> None:
+    """The real ablation config, shrunk: one point per optimizer from the command line."""
+    tiny = [o for o in TINY if not o.startswith("threads")]
+    res = launch(
+        [
+            "-m",
+            "+experiment=ablation_digits",
+            "ablation.lr_level=high",
+            "batch=32",
+            "seed=0",
+            *tiny,
+            "llc.every=15",
+        ],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    tracker = open_existing(f"sqlite:///{tmp_path / 'mlflow.db'}", "almost-bayesian")
+    st = aggregate.sweep_table(tracker, "ablation_digits")
+    done = st.finished().set_index("optimizer")
+    assert done.loc["sgd", "lr"] == 0.3 and done.loc["adam", "lr"] == 3e-3  # lr_grid[optimizer][high]
+    assert st.swept == ["optimizer"]  # lr moves with the optimizer here: listed once
+    assert "+experiment" not in done.loc["sgd", "run_name"]
+    assert analysis_main(["--uri", tracker.uri, "--out", str(tmp_path / "results"), "--no-log"]) == 0
+    table = (tmp_path / "results" / "ablation_digits" / "ablation_appendix_h.md").read_text()
+    assert table.splitlines()[2].startswith("| adam |") and table.splitlines()[3].startswith("| sgd |")
+
+
+def test_empty_sweep_table_has_the_status_columns() -> None:
+    runs = pd.DataFrame()
+    st = aggregate.tidy(runs, "none")
+    assert st.finished().empty and list(st.not_finished().columns) == [
+        "run_id",
+        "run_name",
+        "status",
+        "reason",
+    ]
+    assert aggregate.reason_for("FAILED", None) == "FAILED (no failure_reason recorded)"
+    assert aggregate.reason_for("FAILED", "Diverged: x") == "Diverged: x"
 
 
 # -- a fixture table: 2 optimizers x 3 lrs x 2 batches x 2 seeds ------------------------------------
