@@ -31,6 +31,12 @@ test: $(STAMP) ## run the test suite (slow tests excluded; make test PYTEST_ARGS
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+SWEEP ?=
+RESULTS ?= results
+
+figures: $(STAMP) ## tables, checks and figures for every sweep in ./mlflow.db under results/ (SWEEP=<id> for one)
+	$(PY) -m analysis --out $(RESULTS) $(if $(SWEEP),--sweep $(SWEEP)) $(ARGS)
+
 ui: $(STAMP) ## serve the MLflow UI for the default store ./mlflow.db on 127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root file://$(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000
@@ -42,4 +48,4 @@ lock: $(STAMP) ## rewrite requirements.lock from the current environment
 clean: ## remove run outputs (keeps the environment and the MLflow store)
 	rm -rf outputs multirun .pytest_cache
 
-.PHONY: help venv run test lint ui lock clean
+.PHONY: help venv run test lint figures ui lock clean

@@ -3,7 +3,8 @@
 Reads from the run: `config.yaml` (to rebuild data and model) and `checkpoints/step_*.pt`.
 Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status), `llc_traces.parquet`
 (the loss at every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last
-`llc.last` estimates, G.1) and `lambda_bar` (time average over the run, Corollary 3.3).
+`llc.last` estimates, G.1), `lambda_final_std` (their standard deviation) and `lambda_bar` (time
+average over the run, Corollary 3.3).
 
 devinterp deep-copies the model and samples in train mode whatever mode it is handed, so batch
 norm uses batch statistics during SGLD; the run records this as tag `llc.model_mode`.
@@ -108,15 +109,19 @@ def estimate(
 
 
 def summarize(table: pd.DataFrame, last: int) -> dict[str, float]:
-    """λ_final (mean of the last `last` successful estimates) and λ̄ (their time average).
+    """λ_final (mean of the last `last` successful estimates), their standard deviation
+    `lambda_final_std` (the "λ ± std" of Tables 5-8) and λ̄ (the time average of all of them).
 
     Estimates are evenly spaced in t, so the mean over all of them is the time average.
     """
     ok = table[table["status"] == "ok"].sort_values("step")
     if ok.empty:
-        return {"lambda_final": float("nan"), "lambda_bar": float("nan")}
+        return {"lambda_final": float("nan"), "lambda_final_std": float("nan"), "lambda_bar": float("nan")}
+    tail = ok["llc"].tail(last)
     return {
-        "lambda_final": float(ok["llc"].tail(last).mean()),
+        "lambda_final": float(tail.mean()),
+        # ddof=1; a single estimate has no spread (NaN, not 0).
+        "lambda_final_std": float(tail.std(ddof=1)) if len(tail) > 1 else float("nan"),
         "lambda_bar": float(ok["llc"].mean()),
     }
 

@@ -36,6 +36,20 @@ SUMMARY_METRICS = (
     "gen_error",
     "num_params",
 )
+# Tags the analysis carries into its tables (the verdicts, flags and failure of a run).
+ANALYSIS_TAGS = (
+    "failure_reason",
+    "rerun_failure",
+    "verdict.lemma_3_4",
+    "verdict.corollary_3_3",
+    "fit.window",
+    "llc.nbeta_used",
+    "llc.failed_estimates",
+    "llc.negative_estimates",
+    "llc.nonstationary_estimates",
+)
+# An analysis run lives in the experiment it analyses, under this tag, so aggregation skips it.
+ANALYSIS_TAG = "analysis"
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -70,6 +84,26 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_existing(uri: str | None, experiment: str) -> Tracker:
+    """A Tracker on a store and experiment that must already exist (for reading: the analysis).
+
+    Unlike `Tracker(...)`, it never creates a SQLite file or an experiment."""
+    resolved = resolve_uri(uri)
+    if resolved.startswith("sqlite:///") and not Path(resolved.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"no tracking store at {resolved}: run an experiment first or pass --uri sqlite:///<path>.db"
+        )
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolved)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in client.search_experiments())
+        raise UserError(f"no experiment '{experiment}' in {resolved}: pass --experiment with one of {names}")
+    return Tracker(resolved, experiment)
 
 
 class Tracker:
@@ -165,6 +199,64 @@ class Tracker:
         )
         statuses = set(statuses)
         return [r for r in runs if not statuses or r.info.status in statuses]
+
+    def runs_table(self, sweep: str | None = None) -> pd.DataFrame:
+        """One row per run of this experiment (of one sweep when given), analysis runs excluded:
+        run_id, run_name, status, sweep, start_time, end_time, every param (flattened config,
+        as strings), every latest metric, and the tags in `ANALYSIS_TAGS`.
+
+        `df.attrs["params"]` and `df.attrs["metrics"]` name the columns of each kind."""
+        where = f"tags.`sweep` = '{sweep}'" if sweep is not None else ""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                where,
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time ASC"],
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        rows, params, metrics = [], set(), set()
+        for r in runs:
+            tags = r.data.tags
+            if tags.get(ANALYSIS_TAG) == "true":
+                continue
+            params.update(r.data.params)
+            metrics.update(r.data.metrics)
+            rows.append(
+                {
+                    **r.data.params,  # first: the config's own `run_id`/`sweep` keys must not win
+                    **r.data.metrics,
+                    "run_id": r.info.run_id,
+                    "run_name": r.info.run_name,
+                    "status": r.info.status,
+                    "sweep": tags.get("sweep"),
+                    "start_time": pd.to_datetime(r.info.start_time, unit="ms"),
+                    "end_time": pd.to_datetime(r.info.end_time, unit="ms") if r.info.end_time else pd.NaT,
+                    **{k: tags[k] for k in ANALYSIS_TAGS if k in tags},
+                }
+            )
+        df = pd.DataFrame(rows)
+        df.attrs["params"] = sorted(params)
+        df.attrs["metrics"] = sorted(metrics)
+        return df
+
+    def log_analysis(self, sweep: str, folder: Path) -> str:
+        """Log an analysis folder as the artifacts of the sweep's analysis run (tagged
+        `analysis=true`, reused when the analysis is re-run); returns its run id."""
+        found = self.find_runs({ANALYSIS_TAG: "true", "sweep": sweep})
+        if found:
+            run_id = found[0].info.run_id
+            self.reopen(run_id)
+        else:
+            run_id = self.start_run(f"analysis:{sweep}", {ANALYSIS_TAG: "true", "sweep": sweep})
+        self.log_dir(run_id, folder, "analysis")
+        self.finish(run_id)
+        return run_id
 
     def get_run(self, run_id: str):
         try:

@@ -47,6 +47,7 @@ def test_full_run_records_the_contract(tiny_cfg) -> None:
     assert llc["step"].tolist() == [30, 60, 90] and (llc["status"] == "ok").all()
     assert np.allclose(llc["nbeta"], 64 / np.log(64))  # devinterp's default_nbeta
     assert metrics["lambda_final"] == pytest.approx(llc["llc"].tail(2).mean())
+    assert metrics["lambda_final_std"] == pytest.approx(llc["llc"].tail(2).std(ddof=1))
     assert metrics["lambda_bar"] == pytest.approx(llc["llc"].mean())
     traces = tracker.load_table(run_id, "llc_traces")
     assert len(traces) == 3 * 20 and set(traces["draw"]) == set(range(20))

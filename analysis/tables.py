@@ -1,0 +1,168 @@
+"""The paper's tables from a sweep table, written as Markdown and LaTeX.
+
+Each `table_*` function takes the finished runs and returns a DataFrame shaped like the paper's
+table, or raises `Missing` naming what the sweep lacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class Missing(ValueError):
+    """The sweep lacks the data a table or figure needs (the message says what)."""
+
+
+def require(table: pd.DataFrame, *cols: str, min_rows: int = 1) -> None:
+    lacking = [c for c in cols if c not in table or table[c].notna().sum() == 0]
+    if lacking:
+        raise Missing(f"no {', '.join(lacking)} in the sweep")
+    if len(table) < min_rows:
+        raise Missing(f"needs at least {min_rows} finished runs, the sweep has {len(table)}")
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def table_1(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: model, λ, d_s, α, r² (means over the runs of each model)."""
+    require(table, "lambda_final", "d_s", "alpha", "r2", "model")
+    g = table.groupby("model", sort=False)
+    out = g[["lambda_final", "d_s", "alpha", "r2"]].mean()
+    out.insert(0, "runs", g.size())
+    out = out.reset_index().rename(
+        columns={"model": "Model", "lambda_final": "λ", "d_s": "d_s", "alpha": "α", "r2": "r²"}
+    )
+    return out
+
+
+def table_4(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: Table 1 for the runs trained with Adam."""
+    require(table, "optimizer")
+    adam = table[table["optimizer"].astype(str).str.startswith("adam")]
+    if adam.empty:
+        raise Missing("no Adam runs in the sweep")
+    return table_1(adam)
+
+
+def table_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Tables 5-8: a row per run, sorted by d_s: parameters, d_s, λ ± std, architecture, batch,
+    epochs (or steps, for runs trained a fixed number of steps), lr."""
+    require(table, "lambda_final", "d_s")
+    std = table["lambda_final_std"] if "lambda_final_std" in table else pd.Series(np.nan, index=table.index)
+    out = pd.DataFrame(
+        {
+            "Num Params": table.get("num_params", pd.Series(np.nan, index=table.index)).astype("Int64"),
+            "Spect. Dim": table["d_s"].round(3),
+            "LLC (final)": [_pm(m, s) for m, s in zip(table["lambda_final"], std)],
+            "Architecture": table.get("model", ""),
+            "Optimizer": table.get("optimizer", ""),
+            "Batch": table.get("batch", np.nan),
+        }
+    )
+    by_steps = "steps" in table and table["steps"].notna().any()
+    if by_steps:
+        out["Steps"] = table["steps"].astype("Int64")
+    elif "epochs" in table:
+        out["Epochs"] = table["epochs"].astype("Int64")
+    out["LR"] = table.get("lr", np.nan)
+    return out.sort_values("Spect. Dim").reset_index(drop=True)
+
+
+def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Appendix H: optimizer -> d_s mean/std, λ_final mean/std, test accuracy mean (%)."""
+    require(table, "optimizer", "d_s", "lambda_final", "test_acc")
+    g = table.groupby("optimizer")
+    out = pd.DataFrame(
+        {
+            "d_s (mean)": g["d_s"].mean(),
+            "d_s (std)": g["d_s"].std(),
+            "λ_final (mean)": g["lambda_final"].mean(),
+            "λ_final (std)": g["lambda_final"].std(),
+            "Test Acc (mean)": 100 * g["test_acc"].mean(),
+            "runs": g.size(),
+        }
+    )
+    return out.reset_index().rename(columns={"optimizer": "Optimizer"})
+
+
+TABLES = {
+    "table_1": table_1,
+    "table_4_adam": table_4,
+    "tables_5_8_runs": table_runs,
+    "ablation_appendix_h": ablation_table,
+}
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, float | np.floating):
+        return "n/a" if not np.isfinite(v) else f"{v:.4g}"
+    return "n/a" if v is pd.NA or v is None else str(v)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+_LATEX = {
+    "λ": r"$\lambda$",
+    "α": r"$\alpha$",
+    "r²": r"$r^2$",
+    "±": r"$\pm$",
+    "d_s": r"$d_s$",
+    "_final": r"$_{\mathrm{final}}$",
+    "%": r"\%",
+    "&": r"\&",
+}
+
+
+def _tex(s: str) -> str:
+    for k, v in _LATEX.items():
+        s = s.replace(k, v)
+    return s.replace("$$", "")
+
+
+def to_latex(df: pd.DataFrame, caption: str) -> str:
+    """A booktabs tabular inside a table float."""
+    cols = "l" * len(df.columns)
+    lines = [
+        r"\begin{table}[h]",
+        r"\centering",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(_tex(str(c)) for c in df.columns) + r" \\",
+        r"\midrule",
+        *(" & ".join(_tex(_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{_tex(caption)}}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_all(table: pd.DataFrame, folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Every table the sweep has data for, as <name>.md and <name>.tex in `folder`.
+
+    Returns the Markdown of each table written and one line per table skipped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written, skipped = {}, []
+    for name, fn in TABLES.items():
+        try:
+            df = fn(table)
+        except Missing as e:
+            skipped.append(f"table {name} skipped: {e}")
+            continue
+        md = to_markdown(df)
+        (folder / f"{name}.md").write_text(md)
+        (folder / f"{name}.tex").write_text(to_latex(df, (fn.__doc__ or name).split("\n")[0]))
+        written[name] = md
+    return written, skipped
