@@ -14,8 +14,12 @@ draw, loss), `calibration/traces_nbeta_x<factor>.png` (a grid of trace plots, ro
 paste, e.g. `llc.lr=0.0001 llc.localization=10 llc.nbeta=null`, or `none`).
 
 Recommendation rule: among settings whose estimate succeeded, is positive and is stationary, the
-smallest step size (least discretization bias), then the smallest localization (least pull towards
-w_t), then the nβ factor closest to 1 (the paper's nβ).
+largest step size (the chain travels furthest in the same number of draws; too large a step is
+what the flags catch: divergence, negative λ̂ or a falling trace), then the smallest localization
+(least pull towards w_t), then the nβ factor closest to 1 (the paper's nβ). A step so small that
+the chain barely moves also passes the stationarity test (its trace is minibatch noise around
+L(w_t)), which is why the largest usable step is preferred. The table and plots show every
+setting, so the user can overrule.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def recommend(table: pd.DataFrame) -> pd.Series | None:
     if usable.empty:
         return None
     order = usable.assign(dist=(np.log(usable["nbeta_factor"])).abs())
-    return order.sort_values(["lr", "localization", "dist"]).iloc[0]
+    return order.sort_values(["lr", "localization", "dist"], ascending=[False, True, True]).iloc[0]
 
 
 def overrides(row: pd.Series | None, nbeta_was_null: bool) -> str:
@@ -171,7 +175,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
     result = {
         "step": step,
         "recommended": chosen,
-        "rule": "usable = ok, λ̂ > 0, stationary; then smallest lr, smallest localization, "
+        "rule": "usable = ok, λ̂ > 0, stationary; then largest lr, smallest localization, "
         "nβ factor closest to 1",
         "usable": int(((table["status"] == "ok") & ~table["negative"] & ~table["nonstationary"]).sum()),
         "settings": len(table),
