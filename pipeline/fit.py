@@ -133,8 +133,10 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
     metrics = tracker.summary(run_id)
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
+    # The estimates λ_final averaged, as the llc stage that wrote it counted them.
+    last = int(tracker.get_run(run_id).data.tags.get("llc.last", cfg.llc.last))
     try:
-        result = compute(traj, llc_table, lambdas, cfg.fit, every, int(cfg.llc.last))
+        result = compute(traj, llc_table, lambdas, cfg.fit, every, last)
     except ValueError as e:  # a window with too few points: the message names the fix
         raise UserError(str(e)) from None
     tracker.log_json(run_id, result, "fit")

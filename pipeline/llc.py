@@ -197,6 +197,7 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
             "llc.nbeta_used": f"{table['nbeta'].iloc[0]:.6g}"
             + (" (batch/log batch)" if cfg.llc.nbeta is None else " (set)"),
             "llc.failed_estimates": failed,
+            "llc.last": int(cfg.llc.last),  # how many estimates λ_final averages (fit resamples them)
             "llc.negative_estimates": flags["negative"],
             "llc.nonstationary_estimates": flags["nonstationary"],
             "llc.estimates": len(table),

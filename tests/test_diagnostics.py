@@ -93,9 +93,11 @@ def test_run_records_flags_interval_verdicts_then_calibrates(tiny_cfg, tmp_path)
     assert result["bootstrap"]["n_lambdas"] == 2  # llc.last=2 estimates resampled
     lam, low = metrics["lambda_final"], metrics["d_s_ci_low"]
     assert tags["verdict.lemma_3_4"] == fit.verdict(metrics["d_s"], lam, low)
-    # Re-fitting with the same seed reproduces the interval exactly.
-    _, _, again = run.execute(tiny_cfg("stages=[fit]", f"run_id={run_id}"), JOB)
+    # Re-fitting with the same seed reproduces the interval exactly (and resamples the 2 estimates
+    # λ_final averaged, whatever llc.last the refit's own config says).
+    _, _, again = run.execute(tiny_cfg("stages=[fit]", f"run_id={run_id}", "llc.last=10"), JOB)
     assert (again["d_s_ci_low"], again["d_s_ci_high"]) == (metrics["d_s_ci_low"], metrics["d_s_ci_high"])
+    assert tracker.load_json(run_id, "fit")["bootstrap"]["n_lambdas"] == 2
 
     # The calibrate stage on the same run's last checkpoint (one test: one tiny training).
     grid = [
