@@ -150,14 +150,17 @@ def bootstrap_spectral_dimension(
     rng = np.random.default_rng(seed)
     # Moving blocks: ceil(n/b) random block starts, each contributing b consecutive points.
     starts = rng.integers(0, n - b + 1, size=(samples, -(-n // b)))
-    idx = (starts[:, :, None] + np.arange(b)).reshape(samples, -1)[:, :n]
-    xs, ys = x[idx], y[idx]
-    xc = xs - xs.mean(1, keepdims=True)
-    sxx = (xc**2).sum(1)
-    # A replicate whose points share one t has no slope; it is dropped (rare but possible for tiny n).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        alpha = (xc * (ys - ys.mean(1, keepdims=True))).sum(1) / sxx
-    alpha = alpha[sxx > 0]
+    slopes = []
+    for chunk in np.array_split(starts, max(1, samples * n // 2_000_000)):  # bounded memory
+        idx = (chunk[:, :, None] + np.arange(b)).reshape(len(chunk), -1)[:, :n]
+        xs, ys = x[idx], y[idx]
+        xc = xs - xs.mean(1, keepdims=True)
+        sxx = (xc**2).sum(1)
+        # A replicate whose points share one t has no slope; it is dropped (possible for tiny n).
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = (xc * (ys - ys.mean(1, keepdims=True))).sum(1) / sxx
+        slopes.append(slope[sxx > 0])
+    alpha = np.concatenate(slopes)
     if len(lambdas) >= 2:
         lam = lambdas[rng.integers(0, len(lambdas), size=(len(alpha), len(lambdas)))].mean(1)
     else:
