@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
-STAGES = ("train", "llc", "fit")
+STAGES = ("train", "llc", "fit", "calibrate")
 
 
 def as_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def check(cfg: DictConfig) -> None:
     if unknown or not stages:
         raise UserError(f"stages={stages}: choose from {list(STAGES)}, e.g. stages=[train,llc,fit]")
     if [s for s in STAGES if s in stages] != stages:
-        raise UserError(f"stages={stages} out of order: they run as train, llc, fit")
+        raise UserError(f"stages={stages} out of order: they run as {', '.join(STAGES)}")
     if not float(cfg.lr) > 0:
         raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:
@@ -91,6 +91,13 @@ def check(cfg: DictConfig) -> None:
             "train.keep_checkpoints=false leaves the llc stage nothing to read: "
             "set llc.online=true to estimate during training"
         )
+    if "calibrate" in stages:
+        check_calibrate(cfg.calibrate)
+    boot = cfg.fit.bootstrap
+    if int(boot.samples) < 100 or not 0 < float(boot.level) < 1:
+        raise UserError("fit.bootstrap needs samples ≥ 100 and 0 < level < 1, e.g. samples=1000 level=0.95")
+    if boot.block is not None and int(boot.block) < 1:
+        raise UserError(f"fit.bootstrap.block={boot.block} must be ≥ 1, or null for round(n^(1/3))")
     if cfg.fit.points not in ("llc", "all"):
         raise UserError(f"fit.points={cfg.fit.points}: choose llc or all")
     if str(cfg.device).startswith("cuda"):
@@ -98,6 +105,23 @@ def check(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise UserError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu")
+
+
+def check_calibrate(c: DictConfig) -> None:
+    """The calibration grid: non-empty lists of step sizes > 0, localizations ≥ 0, nβ factors > 0."""
+    for key in ("lr", "localization", "nbeta_factor"):
+        values = c[key]
+        if not OmegaConf.is_list(values) or len(values) == 0:
+            raise UserError(f"calibrate.{key}={values} must be a non-empty list, e.g. calibrate.{key}=[1,10]")
+    if any(not float(v) > 0 for v in c.lr):
+        raise UserError(f"calibrate.lr={list(c.lr)}: every step size must be > 0")
+    if any(not float(v) >= 0 for v in c.localization):
+        raise UserError(f"calibrate.localization={list(c.localization)}: every value must be ≥ 0")
+    if any(not float(v) > 0 for v in c.nbeta_factor):
+        raise UserError(f"calibrate.nbeta_factor={list(c.nbeta_factor)}: every factor must be > 0")
+    for key in ("num_draws", "num_chains"):
+        if c[key] is not None and int(c[key]) < 1:
+            raise UserError(f"calibrate.{key}={c[key]} must be ≥ 1, or null for the llc setting")
 
 
 def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:

@@ -1,10 +1,12 @@
 """Stage 3, fit: α from R(t), then d_s, d_walk and the paper's two verdicts.
 
 Reads from the run: `trajectory.parquet`, `llc.parquet` (when λ was estimated) and `config.yaml`.
-Writes: `fit.json` (α, its standard error, intercept, r², the window, t_c, d_s, d_walk, the D_ξ
-exponent 2 − d_walk, verdicts), summary metrics `alpha`, `alpha_se`, `r2`, `d_s`, `d_walk`,
-`diffusion_exponent`, and tags `verdict.lemma_3_4` (d_s ≤ λ_final), `verdict.corollary_3_3`
-(d_s ≤ λ̄). Re-running it on a run with another window never retrains.
+Writes: `fit.json` (α, its standard error, intercept, r², the window, t_c, d_s with its bootstrap
+interval, d_walk, the D_ξ exponent 2 − d_walk, verdicts), summary metrics `alpha`, `alpha_se`,
+`r2`, `d_s`, `d_s_ci_low`, `d_s_ci_high`, `d_walk`, `diffusion_exponent`, and tags
+`verdict.lemma_3_4` (d_s ≤ λ_final), `verdict.corollary_3_3` (d_s ≤ λ̄), each one of `holds`,
+`violated`, `within_error` (d_s exceeds the bound, but the bound lies inside d_s's interval) or
+`n/a`. Re-running it on a run with another window never retrains.
 """
 
 from __future__ import annotations
@@ -15,15 +17,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import llc
 from pipeline.errors import UserError
-from pipeline.exponent import detect_crossover, fit_exponent, spectral_dimension, walk_dimension
+from pipeline.exponent import (
+    bootstrap_spectral_dimension,
+    detect_crossover,
+    fit_exponent,
+    spectral_dimension,
+    walk_dimension,
+    window_points,
+)
 from pipeline.tracking import Tracker
 
+VERDICTS = ("holds", "violated", "within_error", "n/a")
 
-def verdict(d_s: float, bound: float) -> str:
-    """'holds', 'violated', or 'n/a' when either side is not a number."""
+
+def verdict(d_s: float, bound: float, d_s_low: float = float("nan")) -> str:
+    """'holds' when d_s ≤ bound; 'within_error' when d_s > bound but the bound is not below the
+    lower end `d_s_low` of d_s's interval (the violation is inside the error bar); 'violated'
+    otherwise; 'n/a' when d_s or the bound is not a number. Without an interval (NaN low end) a
+    violation is 'violated'."""
     if not (np.isfinite(d_s) and np.isfinite(bound)):
         return "n/a"
-    return "holds" if d_s <= bound else "violated"
+    if d_s <= bound:
+        return "holds"
+    return "within_error" if np.isfinite(d_s_low) and d_s_low <= bound else "violated"
 
 
 def window_text(result: dict) -> str:
@@ -45,20 +61,42 @@ def fit_points(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, 
     return sel["step"].to_numpy(), sel["displacement"].to_numpy()
 
 
+def final_estimates(llc_table: pd.DataFrame | None, last: int) -> np.ndarray:
+    """The λ estimates whose mean is λ_final: the last `last` successful ones (G.1)."""
+    if llc_table is None or llc_table.empty:
+        return np.array([])
+    ok = llc_table[llc_table["status"] == "ok"].sort_values("step")
+    return ok["llc"].tail(last).to_numpy(dtype=float)
+
+
 def compute(
     traj: pd.DataFrame,
     llc_table: pd.DataFrame | None,
     lambdas: dict[str, float],
     fit_cfg: DictConfig,
     every: int,
+    last: int = 10,
 ) -> dict:
     """Everything `fit.json` holds, from the tables alone."""
     t, r = fit_points(traj, llc_table, fit_cfg.points, every)
     t_c = detect_crossover(t, r) if fit_cfg.crossover else 0.0
-    ef = fit_exponent(t, r, t_start=fit_cfg.start_step, t_end=fit_cfg.end_step, t_c=t_c, shift=fit_cfg.shift)
+    window = dict(t_start=fit_cfg.start_step, t_end=fit_cfg.end_step, t_c=t_c, shift=fit_cfg.shift)
+    ef = fit_exponent(t, r, **window)
     lam_final, lam_bar = lambdas.get("lambda_final", np.nan), lambdas.get("lambda_bar", np.nan)
     d_s = spectral_dimension(lam_final, ef.alpha)
     d_walk = walk_dimension(ef.alpha)
+    boot = fit_cfg.bootstrap
+    estimates = final_estimates(llc_table, last)
+    if not len(estimates):  # λ_final came from elsewhere (or is missing): hold it fixed
+        estimates = np.array([lam_final])
+    ci = bootstrap_spectral_dimension(
+        *window_points(t, r, **window),
+        estimates,
+        samples=int(boot.samples),
+        level=float(boot.level),
+        block=boot.block,
+        seed=int(boot.seed),
+    )
     return {
         **ef.to_dict(),
         "points": fit_cfg.points,
@@ -66,11 +104,23 @@ def compute(
         "lambda_final": lam_final,
         "lambda_bar": lam_bar,
         "d_s": d_s,
+        "d_s_ci_low": ci.d_s_low,
+        "d_s_ci_high": ci.d_s_high,
+        "alpha_ci_low": ci.alpha_low,
+        "alpha_ci_high": ci.alpha_high,
+        "bootstrap": {
+            "method": "moving-block pairs bootstrap of the fit points x resampled λ_final estimates",
+            "level": ci.level,
+            "samples": ci.samples,
+            "block": ci.block,
+            "n_lambdas": ci.n_lambdas,
+            "seed": int(boot.seed),
+        },
         "d_s_bar": spectral_dimension(lam_bar, ef.alpha),
         "d_walk": d_walk,
         "diffusion_exponent": 2.0 - d_walk,
-        "lemma_3_4": verdict(d_s, lam_final),
-        "corollary_3_3": verdict(d_s, lam_bar),
+        "lemma_3_4": verdict(d_s, lam_final, ci.d_s_low),
+        "corollary_3_3": verdict(d_s, lam_bar, ci.d_s_low),
     }
 
 
@@ -106,17 +156,23 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
     metrics = tracker.summary(run_id)
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
+    # The estimates λ_final averaged, as the llc stage that wrote it counted them.
+    last = int(tracker.get_run(run_id).data.tags.get("llc.last", cfg.llc.last))
     fit_cfg = cfg.fit
     if fit_cfg.get("phase"):
-        fit_cfg, lambdas = restrict_to_phase(fit_cfg, metrics, llc_table, lambdas, int(cfg.llc.last))
+        fit_cfg, lambdas = restrict_to_phase(fit_cfg, metrics, llc_table, lambdas, last)
     try:
-        result = compute(traj, llc_table, lambdas, fit_cfg, every)
+        result = compute(traj, llc_table, lambdas, fit_cfg, every, last)
     except ValueError as e:  # a window with too few points: the message names the fix
         raise UserError(str(e)) from None
     tracker.log_json(run_id, result, "fit")
     tracker.log_summary(
         run_id,
-        {k: result[k] for k in ("alpha", "alpha_se", "r2", "d_s", "d_walk", "diffusion_exponent")}
+        {
+            k: result[k]
+            for k in ("alpha", "alpha_se", "r2", "d_s", "d_s_ci_low", "d_s_ci_high", "d_walk")
+            + ("diffusion_exponent",)
+        }
         | {
             "fit_t_start": result["t_start"],
             "fit_t_end": result["t_end"],

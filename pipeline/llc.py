@@ -1,10 +1,20 @@
 """Stage 2, llc: λ(t) with devinterp's SGLD estimator at every kept checkpoint.
 
 Reads from the run: `config.yaml` (to rebuild data and model) and `checkpoints/step_*.pt`.
-Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status), `llc_traces.parquet`
-(the loss at every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last
-`llc.last` estimates, G.1), `lambda_final_std` (their standard deviation) and `lambda_bar` (time
-average over the run, Corollary 3.3).
+Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, and the diagnostics
+`negative`, `nonstationary`, `trace_drift`, `trace_drift_z`), `llc_traces.parquet` (the loss at
+every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last `llc.last`
+estimates, G.1), `lambda_final_std` (their standard deviation) and `lambda_bar` (time average
+over the run, Corollary 3.3), tags `llc.negative_estimates` and `llc.nonstationary_estimates`
+(counts of flagged estimates).
+
+Diagnostics (devinterp's calibration guidance: a usable chain has a flat loss trace and gives a
+positive λ). `negative`: λ̂ < 0, the chain found lower loss than w_t (w_t is not a local minimum,
+or the step is too large). `nonstationary`: the trace still trends. The chain-averaged trace is cut
+into `llc.diagnostics.batches` consecutive batches; the drift is nβ·(mean of the second half −
+mean of the first half), in units of λ, and its z-score uses the spread of the batch means
+(batch means, not single draws, so autocorrelation does not inflate it). Flagged when
+|z| > `max_z` and |drift| > `max_drift`·|λ̂|: a trend both real and large enough to move λ̂.
 
 devinterp deep-copies the model and samples in train mode whatever mode it is handed, so batch
 norm uses batch statistics during SGLD; the run records this as tag `llc.model_mode`.
@@ -42,6 +52,40 @@ _EXPECTED_WARNINGS = (
 )
 
 
+def stationarity(trace: np.ndarray, nbeta: float, batches: int = 20) -> tuple[float, float]:
+    """Drift of a loss trace (chains x draws) in λ units, nβ·(second-half mean − first-half mean),
+    and its batch-means z-score; NaNs when the trace is too short to split (< 4 draws)."""
+    mean = np.asarray(trace, dtype=float).mean(0)
+    b = min(int(batches), len(mean) // 2) // 2 * 2  # an even number of batches, ≥ 2 draws each
+    if b < 2:
+        return float("nan"), float("nan")
+    means = np.array([c.mean() for c in np.array_split(mean[: len(mean) // b * b], b)])
+    first, second = means[: b // 2], means[b // 2 :]
+    drift = nbeta * (second.mean() - first.mean())
+    if b < 4:  # one batch per half: no spread to compare with
+        return float(drift), float("nan")
+    se = nbeta * np.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
+    z = drift / se if se > 0 else (0.0 if drift == 0 else np.inf * np.sign(drift))
+    return float(drift), float(z)
+
+
+def diagnose(row: dict, diagnostics: DictConfig | None) -> dict:
+    """The flags of one estimate (see the module docstring); a failed estimate is flagged neither
+    way (its status says it failed)."""
+    d = diagnostics if diagnostics is not None else OmegaConf.create({})
+    if row["trace"] is None:
+        return {"negative": False, "nonstationary": False, "trace_drift": np.nan, "trace_drift_z": np.nan}
+    drift, z = stationarity(row["trace"], row["nbeta"], int(d.get("batches", 20)))
+    trending = bool(np.isfinite(z) and abs(z) > float(d.get("max_z", 3.0)))
+    large = bool(abs(drift) > float(d.get("max_drift", 0.1)) * abs(row["llc"]))
+    return {
+        "negative": bool(row["llc"] < 0),
+        "nonstationary": trending and large,
+        "trace_drift": drift,
+        "trace_drift_z": z,
+    }
+
+
 def estimate(
     model: torch.nn.Module,
     data: Data,
@@ -55,7 +99,8 @@ def estimate(
     estimate is reproducible and estimates at different steps use different noise.
 
     `evaluate(model, batch) -> loss` is devinterp's loss hook; the default is its cross-entropy
-    for classifiers (models with another loss, e.g. a causal LM or a regression, pass theirs)."""
+    for classifiers (models with another loss, e.g. a causal LM or a regression, pass theirs).
+    The row carries the diagnostics of `diagnose` (negative λ̂, non-stationary trace)."""
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from devinterp.utils import default_nbeta, evaluate_ce, get_init_loss_multi_batch
@@ -92,20 +137,15 @@ def estimate(
                 verbose=False,
             )
         except RuntimeError as e:  # a diverging chain: "NaN detected in loss ..."
-            return {
-                **row,
-                "llc": np.nan,
-                "llc_std": np.nan,
-                "status": f"failed: {e}",
-                "trace": None,
-            }
-    return {
-        **row,
+            row |= {"llc": np.nan, "llc_std": np.nan, "status": f"failed: {e}", "trace": None}
+            return row | diagnose(row, llc.get("diagnostics"))
+    row |= {
         "llc": float(out["llc/mean"]),
         "llc_std": float(out["llc/std"]) if int(llc.num_chains) > 1 else np.nan,
         "status": "ok",
         "trace": np.asarray(out["loss/trace"]),
     }
+    return row | diagnose(row, llc.get("diagnostics"))
 
 
 def summarize(table: pd.DataFrame, last: int) -> dict[str, float]:
@@ -154,6 +194,7 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
     summary = summarize(table, int(cfg.llc.last))
     tracker.log_summary(run_id, summary)
     failed = int((table["status"] != "ok").sum())
+    flags = {k: int(table[k].sum()) if k in table else 0 for k in ("negative", "nonstationary")}
     tracker.set_tags(
         run_id,
         {
@@ -161,6 +202,9 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
             "llc.nbeta_used": f"{table['nbeta'].iloc[0]:.6g}"
             + (" (batch/log batch)" if cfg.llc.nbeta is None else " (set)"),
             "llc.failed_estimates": failed,
+            "llc.last": int(cfg.llc.last),  # how many estimates λ_final averages (fit resamples them)
+            "llc.negative_estimates": flags["negative"],
+            "llc.nonstationary_estimates": flags["nonstationary"],
             "llc.estimates": len(table),
         },
     )

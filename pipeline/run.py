@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, config, fit, llc, train
+from pipeline import build, calibrate, config, fit, llc, train
 from pipeline.errors import UserError
 from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
@@ -98,6 +98,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         "train": lambda: train.run(cfg, tracker, run_id, progress, data),
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
+        "calibrate": lambda: calibrate.run(cfg, tracker, run_id, progress),
     }
     try:
         tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
@@ -121,6 +122,12 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     return tracker, run_id, tracker.summary(run_id)
 
 
+def _interval(metrics: dict) -> str:
+    """' [lo, hi] (bootstrap)' when the fit stage wrote d_s's interval (level: fit.bootstrap.level)."""
+    lo, hi = metrics.get("d_s_ci_low"), metrics.get("d_s_ci_high")
+    return f" [{lo:.4g}, {hi:.4g}] (bootstrap)" if lo is not None and hi is not None else ""
+
+
 def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
     """The lines `python launch.py` prints for a run."""
     run = tracker.client.get_run(run_id)
@@ -133,15 +140,17 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
         f"(devinterp SGLD, nβ = {tags.get('llc.nbeta_used', 'n/a')})",
         f"  α = {m['alpha']:.4f} ± {m['alpha_se']:.4f}   r² = {m['r2']:.4f}   "
         f"fit window: steps {tags.get('fit.window', 'n/a')}",
-        f"  d_s = 2·λ_final·α = {m['d_s']:.4g}   d_walk = 1/α = {m['d_walk']:.4g}",
+        f"  d_s = 2·λ_final·α = {m['d_s']:.4g}{_interval(metrics)}   d_walk = 1/α = {m['d_walk']:.4g}",
+        f"  λ diagnostics: {tags.get('llc.negative_estimates', 'n/a')} negative, "
+        f"{tags.get('llc.nonstationary_estimates', 'n/a')} non-stationary, "
+        f"{tags.get('llc.failed_estimates', 'n/a')} failed of {tags.get('llc.estimates', 'n/a')} estimates",
         f"  test acc = {m['test_acc']:.4f}   gen error (test − train loss) = {m['gen_error']:.4g}   "
         f"parameters = {int(m['num_params']) if m['num_params'] == m['num_params'] else 'n/a'}",
         f"  Lemma 3.4      d_s ≤ λ_final: {tags.get('verdict.lemma_3_4', 'n/a')}",
         f"  Corollary 3.3  d_s ≤ λ̄:       {tags.get('verdict.corollary_3_3', 'n/a')}",
+        *([f"  calibrate: use {tags['calibrate.recommended']}"] if "calibrate.recommended" in tags else []),
         "  stage times: "
-        + ", ".join(
-            f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in ("train", "llc", "fit") if f"time/{s}_s" in metrics
-        ),
+        + ", ".join(f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in config.STAGES if f"time/{s}_s" in metrics),
         f"browse: {ui_command(tracker.uri)}",
     ]
     return "\n".join(lines)

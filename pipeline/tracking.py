@@ -344,6 +344,14 @@ class Tracker:
     def download_dir(self, run_id: str, artifact_path: str, dst: Path) -> Path | None:
         return Path(p) if (p := self._download(run_id, artifact_path, dst)) else None
 
+    def artifact_paths(self, run_id: str, folder: str) -> list[str]:
+        """Paths of the artifacts directly under `folder` (e.g. 'checkpoints')."""
+        return sorted(f.path for f in self.client.list_artifacts(run_id, folder) if not f.is_dir)
+
+    def download_file(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """One artifact file into `dst`; None when the run has no such file."""
+        return Path(p) if (p := self._download(run_id, path, dst)) else None
+
     def _download(self, run_id: str, path: str, dst: Path | None = None) -> str | None:
         parent = str(Path(path).parent)
         listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
