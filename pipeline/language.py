@@ -55,6 +55,14 @@ def _missing_checkpoint(path: Path, name: str | None) -> UserError:
     )
 
 
+def _unreadable(folder: Path, what: str, error: Exception) -> UserError:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return UserError(
+        f"could not load a {what} from {folder} ({first}): point to a complete checkpoint folder "
+        "(config.json, weights, tokenizer files) as `hf download` writes it"
+    )
+
+
 class LanguageModel(nn.Module):
     """A HuggingFace causal LM as a plain function of token ids: `forward(ids) -> logits`
     [batch, tokens, vocab], the form `tasks.CausalLM` and devinterp's loss hook take."""
@@ -89,9 +97,11 @@ def causal_lm(
     if not (folder / "config.json").is_file():
         raise _missing_checkpoint(folder, name)
     tf = _transformers()
-    model = LanguageModel(
-        tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
-    )
+    try:
+        lm = tf.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise _unreadable(folder, "causal LM", e) from e
+    model = LanguageModel(lm)
     if in_features is not None and int(in_features) > model.context:
         raise UserError(
             f"dataset.block_size={in_features} is longer than the context of {folder.name} "
@@ -110,7 +120,13 @@ def load_tokenizer(path: str, name: str | None = None):
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise _missing_checkpoint(folder, name)
-    return _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        tok = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise _unreadable(folder, "tokenizer", e) from e
+    if not tok.vocab_size:  # transformers builds an empty tokenizer from a folder without its files
+        raise _unreadable(folder, "tokenizer", ValueError("no tokenizer files"))
+    return tok
 
 
 def read_stories(path: Path) -> Iterator[str]:

@@ -106,3 +106,12 @@ def test_synthetic_stories_are_written_once_and_reused(tmp_path: Path) -> None:
     assert language.causal_lm(str(model_dir), in_features=16, num_classes=d.num_classes).context == 32
     with pytest.raises(UserError, match="holds a stand-in made with other settings"):
         language.synthetic_stories(8, str(tmp_path / "syn"), **{**kwargs, "num_stories": 100})
+
+
+def test_incomplete_checkpoint_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "gpt_neo"}')
+    for load in (language.causal_lm, language.load_tokenizer):
+        with pytest.raises(UserError, match="could not load a .* from .*broken") as e:
+            load(str(tmp_path / "broken"))
+        assert "\n" not in str(e.value)
