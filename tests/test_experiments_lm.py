@@ -137,3 +137,16 @@ def test_cli_sweeps_the_seeds_the_experiment_names(tmp_path: Path, store: str) -
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.params["dataset._target_"] for r in runs} == {"pipeline.modular.modular_division"}
     assert len({r.data.metrics["displacement"] for r in runs}) == 2  # the seeds differ
+
+
+def test_modular_division_memorises_then_groks(tmp_path: Path, store: str) -> None:
+    """The experiment's settings reproduce grokking (about 20 s on one CPU thread): the training
+    half is memorised by step 1000 while test accuracy is near chance, then test accuracy jumps."""
+    overrides = ["stages=[train]", "train.steps=4500", "llc.every=500", "threads=1", "progress=false"]
+    cfg = compose_experiment(
+        "modular_division", [*overrides, f"tracking.uri={store}", "tracking.experiment=g"]
+    )
+    tracker, run_id, _ = run.execute(cfg, JOB)
+    evals = tracker.load_table(run_id, "evals").set_index("step")
+    assert evals.loc[1000, "train_acc"] == 1.0 and evals.loc[1000, "test_acc"] < 0.1
+    assert evals.loc[4500, "test_acc"] > 0.95
