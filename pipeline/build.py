@@ -6,17 +6,21 @@ import inspect
 
 import torch
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pipeline.data import Data
 from pipeline.errors import UserError
 from pipeline.schedule import Phase, PhaseSchedule
+from pipeline.tasks import Classification, Task
 
 
 def data(cfg: DictConfig) -> Data:
+    # `task` belongs to the data set's config but is not an argument of its loader.
+    spec = OmegaConf.to_container(cfg.dataset, resolve=True)
+    spec.pop("task", None)
     try:
-        return instantiate(cfg.dataset)
+        return instantiate(spec)
     except UserError:
         raise
     except Exception as e:  # instantiate wraps the loader's own UserError
@@ -44,6 +48,13 @@ def model(cfg: DictConfig, d: Data) -> nn.Module:
         if isinstance(cause, UserError):
             raise cause from None
         raise
+
+
+def task(cfg: DictConfig) -> Task:
+    """The data set's task (`dataset.task`): loss, accuracy and devinterp's loss hook; classification
+    when the data set names none."""
+    spec = cfg.dataset.get("task")
+    return instantiate(spec) if spec is not None else Classification()
 
 
 def optimizer(cfg: DictConfig, m: nn.Module) -> torch.optim.Optimizer:

@@ -124,6 +124,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         raise UserError(f"calibrate.step={step} is not a kept checkpoint: choose one of {sorted(kept)}")
     data = build.data(trained)
     model = build.model(trained, data).to(cfg.device)
+    sgld_loss = build.task(trained).sgld_loss  # the model's own loss, as the llc stage uses
     with tempfile.TemporaryDirectory() as tmp:
         model.load_state_dict(torch.load(tracker.download_file(run_id, kept[step], Path(tmp)), cfg.device))
         from devinterp.utils import default_nbeta
@@ -142,7 +143,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                     "num_chains": c.num_chains if c.num_chains is not None else cfg.llc.num_chains,
                 },
             )
-            out = llc.estimate(model, data, llc_cfg, step, cfg.device)
+            out = llc.estimate(model, data, llc_cfg, step, cfg.device, sgld_loss)
             trace = out.pop("trace")
             out.pop("nbeta")  # the grid's own value, already in `s`
             rows.append({"setting": k, "step": step, **s, **out})

@@ -232,8 +232,9 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         # Data and model are rebuilt only once there is something to estimate on.
         data = build.data(trained)
         model = build.model(trained, data).to(cfg.device)
+        task = build.task(trained)
         rows = []
         for step, f in bar(progress, iterable=chosen, desc="llc"):
             model.load_state_dict(torch.load(f, map_location=cfg.device))
-            rows.append({"step": step, **estimate(model, data, cfg.llc, step, cfg.device)})
+            rows.append({"step": step, **estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)})
     return record(tracker, run_id, rows, cfg)

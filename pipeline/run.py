@@ -23,7 +23,7 @@ from pipeline.errors import UserError
 from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("torch", "devinterp", "mlflow", "hydra-core", "numpy", "scikit-learn")
+PACKAGES = ("torch", "devinterp", "mlflow", "hydra-core", "numpy", "scikit-learn", "transformers")
 
 
 @dataclass

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -28,25 +27,12 @@ from pipeline.data import Data
 from pipeline.displacement import DisplacementRecorder, record_schedule
 from pipeline.models import num_params, num_weights
 from pipeline.progress import bar
+from pipeline.tasks import Task
 from pipeline.tracking import Tracker
 
 
 class Diverged(RuntimeError):
     """The training loss became non-finite."""
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in eval mode (batch norm uses running statistics)."""
-    was_training = model.training
-    model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(y), 8192):
-        out = model(x[i : i + 8192])
-        loss += F.cross_entropy(out, y[i : i + 8192], reduction="sum").item()
-        correct += (out.argmax(1) == y[i : i + 8192]).sum().item()
-    model.train(was_training)
-    return loss / len(y), correct / len(y)
 
 
 def summarize_evals(evals: pd.DataFrame, last: int) -> dict[str, float]:
@@ -77,6 +63,7 @@ def run(
         setattr(data, name, getattr(data, name).to(device))
     model = build.model(cfg, data)
     model.train()
+    task = build.task(cfg)
     # A phased run (train.phases, e.g. the Tiny ImageNet protocol) swaps optimizers and may stop early.
     schedule = build.schedule(cfg, model, data.steps_per_epoch)
     opt = schedule.optimizer if schedule else build.optimizer(cfg, model)
@@ -113,7 +100,7 @@ def run(
                     for xb, yb in data.epoch(gen):
                         step += 1
                         opt.zero_grad(set_to_none=True)
-                        loss = F.cross_entropy(model(xb), yb)
+                        loss = task.loss(model(xb), yb)
                         loss.backward()
                         opt.step()
                         last = step == steps
@@ -123,12 +110,12 @@ def run(
                         if recorder.wants(step):
                             recorder.record(step, loss)
                         if step in eval_steps or last:
-                            evals.append(_eval_row(model, data, step, loss))
+                            evals.append(_eval_row(task, model, data, step, loss))
                             pbar.set_postfix(loss=f"{evals[-1]['train_loss']:.4f}", refresh=False)
                         if step in ckpt_steps or last:
                             torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
                         if cfg.llc.online and step % every == 0:
-                            row = llc.estimate(model, data, cfg.llc, step, device)
+                            row = llc.estimate(model, data, cfg.llc, step, device, task.sgld_loss)
                             llc_rows.append({"step": step, **row})
                         pbar.update(1)
                         if last:
@@ -147,9 +134,9 @@ def run(
     return summary
 
 
-def _eval_row(model: nn.Module, data: Data, step: int, batch_loss: torch.Tensor) -> dict:
-    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+def _eval_row(task: Task, model: nn.Module, data: Data, step: int, batch_loss: torch.Tensor) -> dict:
+    train_loss, train_acc = task.evaluate(model, data.x_train, data.y_train)
+    test_loss, test_acc = task.evaluate(model, data.x_test, data.y_test)
     if not (math.isfinite(train_loss) and math.isfinite(batch_loss.item())):
         raise Diverged(f"training loss is not finite at step {step} (train loss {train_loss}): lower lr")
     return {

@@ -63,12 +63,19 @@ def test_diverging_point_does_not_stop_the_sweep(tmp_path: Path, store: str) -> 
 
 
 def test_bad_input_is_one_line_before_any_run(tmp_path: Path, store: str) -> None:
+    (tmp_path / "stories.txt").write_text("Once upon a time.\n<|endoftext|>\n")
+    lm = [
+        "+experiment=tinystories_sgd",
+        f"dataset.path={tmp_path}/stories.txt",
+        f"model.path={tmp_path}/no-lm",
+    ]
     cases = [
         (["lr=-1"], "lr=-1"),
         (["dataset=mnist", f"dataset.root={tmp_path}/no-mnist"], "MNIST not found"),
         (["tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
         (["-m", "optimizer=sgd,rmsprop"], "unknown optimizer 'rmsprop': choose from adam, adamw, sgd"),
         (["model=resnet_nonexistent"], "unknown model 'resnet_nonexistent': choose from "),
+        (lm, f"no causal LM checkpoint at {tmp_path}/no-lm"),
         (["batch=100000"], "larger than the training set (898 samples)"),
         (["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
     ]
