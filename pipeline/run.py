@@ -88,14 +88,15 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
-    data = None
+    data = model = None
     if "train" in cfg.stages:  # data problems surface before a run exists
         data = build.data(cfg)
         config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
+        model = build.model(cfg, data)  # missing pretrained weights too: before a run exists
     run_id, previous_status = _open_run(cfg, tracker, job)
     progress = cfg.progress
     stages = {
-        "train": lambda: train.run(cfg, tracker, run_id, progress, data),
+        "train": lambda: train.run(cfg, tracker, run_id, progress, data, model),
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
         "calibrate": lambda: calibrate.run(cfg, tracker, run_id, progress),

@@ -54,14 +54,19 @@ def run(
     run_id: str,
     progress: bool | None = None,
     data: Data | None = None,
+    model: nn.Module | None = None,
 ) -> dict:
-    """Train, then log the trajectory, evaluations and checkpoints to the run."""
+    """Train, then log the trajectory, evaluations and checkpoints to the run.
+
+    `data` and `model` may come built already (the job builds them before opening the run, so
+    a missing data folder or weights file fails before a run exists); `model` must be the
+    freshly initialised `build.model(cfg, data)`, w_0 of the run."""
     device = cfg.device
     data = data or build.data(cfg)
     steps = config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         setattr(data, name, getattr(data, name).to(device))
-    model = build.model(cfg, data)
+    model = (model if model is not None else build.model(cfg, data)).to(device)
     model.train()
     task = build.task(cfg)
     # A phased run (train.phases, e.g. the Tiny ImageNet protocol) swaps optimizers and may stop early.

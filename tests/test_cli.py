@@ -76,6 +76,15 @@ def test_bad_input_is_one_line_before_any_run(tmp_path: Path, store: str) -> Non
         (["-m", "optimizer=sgd,rmsprop"], "unknown optimizer 'rmsprop': choose from adam, adamw, sgd"),
         (["model=resnet_nonexistent"], "unknown model 'resnet_nonexistent': choose from "),
         (lm, f"no causal LM checkpoint at {tmp_path}/no-lm"),
+        (
+            [
+                "model=torchvision",
+                f"model.weights={tmp_path}/no.pth",
+                "dataset=synthetic",
+                "dataset.shape=[3,8,8]",
+            ],
+            f"no pretrained resnet18 weights at {tmp_path}/no.pth",
+        ),
         (["batch=100000"], "larger than the training set (898 samples)"),
         (["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
     ]
