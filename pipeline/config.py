@@ -16,7 +16,14 @@ from pipeline.errors import UserError
 RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
-STAGES = ("train", "llc", "fit")
+STAGES = ("train", "llc", "fit", "ensemble", "posterior")
+# Stages that create a run (the others re-open one); each family reads only its own artifacts.
+FIRST_STAGES = {"train": ("train", "llc", "fit"), "ensemble": ("ensemble", "posterior")}
+
+
+def first_stage(stages) -> str:
+    """The stage whose run the given stages work on: train, or ensemble for the posterior family."""
+    return "ensemble" if any(s in FIRST_STAGES["ensemble"] for s in stages) else "train"
 
 
 def as_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -50,6 +57,8 @@ def train_hash(cfg: DictConfig) -> str:
     d = as_dict(cfg)
     keep = {k: d.get(k) for k in TRAIN_KEYS}
     keep["llc"] = {"every": d["llc"]["every"], "online": d["llc"]["online"]}
+    if "ensemble" in d:  # only ensemble runs carry it, so other runs keep their hashes
+        keep["ensemble"] = d["ensemble"]
     return _digest(keep)
 
 
@@ -60,7 +69,12 @@ def check(cfg: DictConfig) -> None:
     if unknown or not stages:
         raise UserError(f"stages={stages}: choose from {list(STAGES)}, e.g. stages=[train,llc,fit]")
     if [s for s in STAGES if s in stages] != stages:
-        raise UserError(f"stages={stages} out of order: they run as train, llc, fit")
+        raise UserError(f"stages={stages} out of order: they run as train, llc, fit (or ensemble, posterior)")
+    family = FIRST_STAGES[first_stage(stages)]
+    if any(s not in family for s in stages):
+        raise UserError(f"stages={stages} mixes two pipelines: use [train,llc,fit] or [ensemble,posterior]")
+    if family[0] == "ensemble" and ("ensemble" not in cfg or "posterior" not in cfg):
+        raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
     if not float(cfg.lr) > 0:
         raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:

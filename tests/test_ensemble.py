@@ -1,0 +1,69 @@
+"""The batched ensemble: each member is its one-by-one train-stage twin."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import build, train
+from pipeline.ensemble import Ensemble, seeds_of
+from pipeline.ensemble import train as train_ensemble
+from pipeline.errors import UserError
+from pipeline.tracking import Tracker
+
+MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", "llc.every=20"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer) -> None:
+    lr = "lr=0.05" if optimizer == "sgd" else "lr=0.01"
+    cfg = tiny_cfg(*MOONS, f"optimizer={optimizer}", lr, "seed=5", "optimizer.weight_decay=0.01")
+    data = build.data(cfg)
+    trained = train_ensemble(cfg, data, seeds=[3, 5, 11])
+
+    tracker = Tracker(store, "test")
+    run_id = tracker.start_run("twin", {})
+    train.run(cfg, tracker, run_id, data=build.data(cfg))
+    twin_traj = tracker.load_table(run_id, "trajectory")
+    ckpt = tracker.download_dir(run_id, "checkpoints/step_00000040.pt", None)
+    twin_w = torch.load(ckpt)
+
+    member = trained.ensemble.state_dict(1)  # seed 5
+    assert set(member) == set(twin_w)
+    for k, v in twin_w.items():
+        assert torch.allclose(member[k], v, atol=1e-6, rtol=1e-5), k
+    # Other seeds really are other members.
+    assert not torch.allclose(trained.ensemble.state_dict(0)["net.0.weight"], twin_w["net.0.weight"])
+
+    mine = trained.trajectory[trained.trajectory["seed"] == 5].reset_index(drop=True)
+    assert mine["step"].tolist() == twin_traj["step"].tolist() == list(range(1, 41))
+    np.testing.assert_allclose(mine["displacement"], twin_traj["displacement"], rtol=1e-5)
+    np.testing.assert_allclose(mine["train_batch_loss"], twin_traj["train_batch_loss"], rtol=1e-4)
+    cols = [c for c in twin_traj if c.startswith("displacement/")]
+    np.testing.assert_allclose(mine[cols], twin_traj[cols], rtol=1e-5, atol=1e-7)
+
+    evals = tracker.load_table(run_id, "evals")
+    e = trained.evals[trained.evals["seed"] == 5].reset_index(drop=True)
+    assert e["step"].tolist() == evals["step"].tolist() == [20, 40]
+    np.testing.assert_allclose(e["test_acc"], evals["test_acc"])
+    np.testing.assert_allclose(e["train_loss"], evals["train_loss"], rtol=1e-5)
+
+
+def test_member_module_is_a_standalone_copy(tiny_cfg) -> None:
+    cfg = tiny_cfg(*MOONS)
+    data = build.data(cfg)
+    ens = Ensemble.build(cfg, data, [0, 1])
+    m = ens.member(1)
+    x = data.x_test[:7]
+    assert torch.allclose(m(x), ens.forward(x, shared=True)[1], atol=1e-6)
+    with torch.no_grad():
+        m.net[0].weight.zero_()
+    assert ens.params["net.0.weight"][1].abs().sum() > 0
+
+
+def test_bad_ensemble_settings_are_one_line(tiny_cfg) -> None:
+    cfg = tiny_cfg(*MOONS, "+ensemble.members=3", "+ensemble.first_seed=7")
+    assert seeds_of(cfg) == [7, 8, 9]
+    with pytest.raises(UserError, match="distinct"):
+        seeds_of(tiny_cfg(*MOONS, "+ensemble.seeds=[1,1]", "+ensemble.members=2"))
+    with pytest.raises(UserError, match="elementwise"):
+        train_ensemble(tiny_cfg(*MOONS, "optimizer._target_=torch.optim.LBFGS"), build.data(cfg), [0])
