@@ -73,8 +73,8 @@ def check(cfg: DictConfig) -> None:
     family = FIRST_STAGES[first_stage(stages)]
     if any(s not in family for s in stages):
         raise UserError(f"stages={stages} mixes two pipelines: use [train,llc,fit] or [ensemble,posterior]")
-    if family[0] == "ensemble" and ("ensemble" not in cfg or "posterior" not in cfg):
-        raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    if family[0] == "ensemble":
+        check_posterior(cfg, stages)
     if not float(cfg.lr) > 0:
         raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:
@@ -109,6 +109,31 @@ def check(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise UserError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu")
+
+
+def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
+    """Checks of the ensemble and posterior settings (section 4.2 experiment)."""
+    if "ensemble" not in cfg or "posterior" not in cfg:
+        raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:
+        raise UserError(f"ensemble.members={cfg.ensemble.members} must be ≥ 1, e.g. 500")
+    p, s = cfg.posterior, cfg.posterior.sgld
+    if int(p.chains) < 1:
+        raise UserError(f"posterior.chains={p.chains} must be ≥ 1, e.g. 10")
+    for key in ("num_samples", "num_steps_bw_samples"):
+        if int(s[key]) < 1:
+            raise UserError(f"posterior.sgld.{key}={s[key]} must be ≥ 1")
+    if int(s.num_burnin_steps) < 0 or not float(s.lr) > 0 or not float(s.localization) >= 0:
+        raise UserError(
+            "posterior.sgld: num_burnin_steps ≥ 0, lr > 0 and localization ≥ 0, e.g. 200, 1e-5, 100"
+        )
+    if s.nbeta is not None and not float(s.nbeta) > 0:
+        raise UserError(f"posterior.sgld.nbeta={s.nbeta} must be > 0, or null for n_train")
+    if p.cluster_on not in ("sgd", "all"):
+        raise UserError(f"posterior.cluster_on={p.cluster_on}: choose sgd or all")
+    xi = list(p.tempering.xi)
+    if not xi or min(float(v) for v in xi) <= 0 or not float(p.tempering.m) > 0:
+        raise UserError(f"posterior.tempering.xi={xi} needs values > 0 (and tempering.m > 0)")
 
 
 def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
