@@ -18,7 +18,8 @@ Writes: `posterior_members.parquet` (member, seed, converged, chain seed or not,
 `clusters.parquet`, `xi_sweep.parquet`, `table2.json`, figures `figures/kl_vs_xi.png` (Fig. 3),
 `figures/llc_histogram.png` (Fig. 4a), `figures/cluster_shares.png` (Fig. 4b),
 `figures/cluster_functions.png`; summary `best_xi`, `kl_best`, `wasserstein_best`, `js_best`,
-`kl_untempered`, `members_converged`, `clusters`; tags `posterior.*`.
+`kl_untempered`, `members_converged`, `clusters`, `cluster_silhouette` (of the SGD solutions'
+representations), `best_xi_at_grid_edge`; tags `posterior.*`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import silhouette_score
 
 from pipeline import build, clusters, ensemble_stage, posterior, posterior_figures, tempering
 from pipeline.ensemble import Ensemble
@@ -154,6 +156,8 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
     k = len(cents)
     conv = members.iloc[idx_conv].reset_index(drop=True)
     table = cluster_table(conv, labels_sgd, labels_finite, k)
+    # How separated the clusters are (near 0: slices of one continuum, near 1: distinct basins).
+    silhouette = float(silhouette_score(rep_sgd, labels_sgd)) if 1 < k < len(rep_sgd) else float("nan")
 
     xis = np.asarray(OmegaConf.to_container(pc.tempering.xi), dtype=float)
     m = float(pc.tempering.m)
@@ -217,6 +221,8 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         "kl_untempered": untempered["kl"],
         "members_converged": int(keep.sum()),
         "clusters": k,
+        "cluster_silhouette": silhouette,
+        "best_xi_at_grid_edge": float(table2["best_xi"] in (xis.min(), xis.max())),
         "sgld_samples": int(finite.sum()),
         "time/sgld_s": t_sgld,
     }
@@ -261,5 +267,10 @@ def report(tracker: Tracker, run_id: str) -> str:
             f"  Table 2 at best ξ = {t['best_xi']:.3g}: KL {t['kl']:.4f}, "
             f"Wasserstein {t['wasserstein']:.4f}, JS {t['js']:.4f}   "
             f"(paper, ξ = 0.5: 0.009, 0.002, 0.003; untempered KL {t['untempered']['kl']:.4f})"
+        )
+        if m.get("best_xi_at_grid_edge"):
+            lines.append("  the least KL lies at the edge of the ξ grid: widen posterior.tempering.xi")
+        lines.append(
+            f"  cluster silhouette {m.get('cluster_silhouette', nan):.3f} (SGD solutions' representations)"
         )
     return "\n".join(lines)

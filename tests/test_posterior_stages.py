@@ -60,7 +60,8 @@ def test_ensemble_then_posterior_then_posterior_alone(tiny_cfg) -> None:
     assert t2["kl"] == pytest.approx(sweep["kl"].min())
     assert sweep.loc[sweep["xi"] == 1.0, "kl"].iloc[0] == pytest.approx(t2["untempered"]["kl"])
     q = tempering.tempered(
-        table["share_sgd"].to_numpy(), tempering.diffusion_coefficient(t2["best_xi"], table["d_walk"].to_numpy())
+        table["share_sgd"].to_numpy(),
+        tempering.diffusion_coefficient(t2["best_xi"], table["d_walk"].to_numpy()),
     )
     assert tempering.kl(table["share_bayes"].to_numpy(), q) == pytest.approx(t2["kl"])
     figures = {f.path for f in tracker.client.list_artifacts(run_id, "figures")}
