@@ -89,6 +89,13 @@ class Ensemble:
         m.load_state_dict(self.state_dict(i))
         return m
 
+    def select(self, idx: Sequence[int]) -> Ensemble:
+        """A new ensemble of the chosen members (copies: training it leaves this one unchanged)."""
+        t = torch.as_tensor(np.array(idx), dtype=torch.long)
+        params = {k: v.detach()[t].clone().requires_grad_() for k, v in self.params.items()}
+        buffers = {k: v[t].clone() for k, v in self.buffers.items()}
+        return Ensemble(base=self.base, seeds=[self.seeds[i] for i in idx], params=params, buffers=buffers)
+
     def flat(self) -> torch.Tensor:
         """All members' parameters as one (members, num_params) matrix."""
         return torch.cat([p.detach().flatten(1) for p in self.params.values()], dim=1)

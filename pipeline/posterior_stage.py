@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import silhouette_score
 
 from pipeline import build, clusters, ensemble_stage, posterior, posterior_figures, tempering
-from pipeline.ensemble import Ensemble
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker
 
@@ -68,14 +66,6 @@ def chain_seeds(members: pd.DataFrame, keep: np.ndarray, n: int) -> np.ndarray:
         )
     score = ok["train_loss"].rank() + ok["llc"].rank()
     return ok.assign(score=score).sort_values(["score", "member"])["member"].to_numpy()[:n]
-
-
-def subset(ens: Ensemble, idx: np.ndarray) -> Ensemble:
-    """A new ensemble of the chosen members (copies, so sampling leaves `ens` unchanged)."""
-    t = torch.as_tensor(np.array(idx), dtype=torch.long)
-    params = {k: v.detach()[t].clone().requires_grad_() for k, v in ens.params.items()}
-    buffers = {k: v[t].clone() for k, v in ens.buffers.items()}
-    return Ensemble(base=ens.base, seeds=[ens.seeds[i] for i in idx], params=params, buffers=buffers)
 
 
 def cluster_table(
@@ -124,13 +114,13 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
     idx_conv = np.flatnonzero(keep)
     seeds_idx = chain_seeds(members, keep, int(pc.chains))
     represent = instantiate(pc.representation, data=data)
-    rep_sgd = represent(subset(ens, idx_conv)).cpu().numpy()
+    rep_sgd = represent(ens.select(idx_conv)).cpu().numpy()
 
     s = pc.sgld
     nbeta = float(s.nbeta) if s.nbeta is not None else float(data.n_train)
     t0 = time.perf_counter()
     out = posterior.sample(
-        subset(ens, seeds_idx),
+        ens.select(seeds_idx),
         data,
         represent,
         lr=float(s.lr),

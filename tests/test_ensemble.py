@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import build, train
+from pipeline import build, llc, train
 from pipeline.ensemble import Ensemble, seeds_of
 from pipeline.ensemble import train as train_ensemble
+from pipeline.ensemble_stage import member_llc
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker
 
@@ -40,6 +41,13 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer) -> None:
     np.testing.assert_allclose(mine["train_batch_loss"], twin_traj["train_batch_loss"], rtol=1e-4)
     cols = [c for c in twin_traj if c.startswith("displacement/")]
     np.testing.assert_allclose(mine[cols], twin_traj[cols], rtol=1e-5, atol=1e-7)
+
+    # λ per member is the llc stage's estimate of the twin at that step (same seed, same settings).
+    twin = build.model(cfg, data)
+    twin.load_state_dict(twin_w)
+    one_by_one = llc.estimate(twin, data, cfg.llc, 40, "cpu")["llc"]
+    batched = member_llc(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
+    assert batched["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
 
     evals = tracker.load_table(run_id, "evals")
     e = trained.evals[trained.evals["seed"] == 5].reset_index(drop=True)
