@@ -82,7 +82,8 @@ def cluster_shares(table: pd.DataFrame, table2: dict, path: Path) -> None:
         ]
     ):
         ax.bar(x + (j - 1) * w, table[col], w, color=COLORS[key], label=label)
-    ax.set_xticks(x, [f"{n}\nλ={lam:.2f}" for n, lam in zip(table["name"], table["lambda"])])
+    ticks = [f"{r['name']}\nλ={r['lambda']:.2f}\n{r['n_sgd']} runs" for _, r in table.iterrows()]
+    ax.set_xticks(x, ticks)
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title(
