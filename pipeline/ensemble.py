@@ -10,7 +10,8 @@ Why one optimizer on the stacked tensors is each member's own optimizer: the los
 the members' mean losses, so the gradient of a member's slice is that member's gradient, and the
 torch optimizers the configs name (SGD with momentum and weight decay, Adam, AdamW) act elementwise.
 An optimizer that couples coordinates across a tensor (LBFGS, gradient-norm clipping inside the
-step) would couple the members and is refused.
+step) would couple the members and is refused. Buffers (batch norm's running statistics) are
+stacked too and updated per member, so batch-norm models match their one-by-one twins as well.
 
 Plain torch plus the config; no MLflow. The posterior experiment and seed sweeps both use it.
 """

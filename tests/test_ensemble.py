@@ -14,10 +14,17 @@ from pipeline.tracking import Tracker
 MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", "llc.every=20"]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer) -> None:
+@pytest.mark.parametrize("optimizer,batch_norm", [("sgd", False), ("adam", False), ("sgd", True)])
+def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_norm) -> None:
     lr = "lr=0.05" if optimizer == "sgd" else "lr=0.01"
-    cfg = tiny_cfg(*MOONS, f"optimizer={optimizer}", lr, "seed=5", "optimizer.weight_decay=0.01")
+    cfg = tiny_cfg(
+        *MOONS,
+        f"optimizer={optimizer}",
+        lr,
+        "seed=5",
+        "optimizer.weight_decay=0.01",
+        f"model.batch_norm={batch_norm}",
+    )
     data = build.data(cfg)
     trained = train_ensemble(cfg, data, seeds=[3, 5, 11])
 
@@ -30,8 +37,8 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer) -> None:
 
     member = trained.ensemble.state_dict(1)  # seed 5
     assert set(member) == set(twin_w)
-    for k, v in twin_w.items():
-        assert torch.allclose(member[k], v, atol=1e-6, rtol=1e-5), k
+    for k, v in twin_w.items():  # batch norm's running statistics included
+        assert torch.allclose(member[k].to(v.dtype), v, atol=1e-6, rtol=1e-5), k
     # Other seeds really are other members.
     assert not torch.allclose(trained.ensemble.state_dict(0)["net.0.weight"], twin_w["net.0.weight"])
 

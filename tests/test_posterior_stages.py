@@ -90,3 +90,12 @@ def test_posterior_settings_are_checked_before_any_run(tiny_cfg) -> None:
         run.execute(tiny_cfg(*TINY_POSTERIOR, "posterior.tempering.xi=[0,1]"), JOB)
     with pytest.raises(UserError, match="run the ensemble stage first|no ensemble|no trained run"):
         run.execute(tiny_cfg(*TINY_POSTERIOR, "stages=[posterior]"), JOB)
+
+
+def test_cli_prints_table_2(tmp_path, store) -> None:
+    from tests.conftest import TINY, launch
+
+    result = launch([*TINY, *TINY_POSTERIOR, f"tracking.uri={store}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "12 SGD members" in out and "Table 2 at best ξ" in out and "C1" in out
