@@ -99,6 +99,34 @@ def cluster_table(
     return t
 
 
+def table_2(
+    table: pd.DataFrame, centroids: np.ndarray, xis: np.ndarray, m: float
+) -> tuple[pd.DataFrame, dict]:
+    """The ξ sweep and Table 2 (KL, Wasserstein, JS at the ξ with the least KL, and untempered);
+    adds the tempered shares at that ξ to `table`."""
+    cost = tempering.centroid_cost(centroids)
+    p_bayes, p_sgd = table["share_bayes"].to_numpy(), table["share_sgd"].to_numpy()
+    sweep = tempering.sweep(p_bayes, p_sgd, table["d_walk"].to_numpy(), xis, cost, m)
+    best = sweep.loc[sweep["kl"].idxmin()]
+    d_best = tempering.diffusion_coefficient(best["xi"], table["d_walk"].to_numpy())
+    table["d_xi_best"] = d_best
+    table["share_tempered"] = tempering.tempered(p_sgd, d_best, m)
+    return sweep, {
+        "best_xi": float(best["xi"]),
+        "kl": float(best["kl"]),
+        "wasserstein": float(best["wasserstein"]),
+        "js": float(best["js"]),
+        "untempered": {
+            "kl": tempering.kl(p_bayes, p_sgd),
+            "wasserstein": tempering.wasserstein(p_bayes, p_sgd, cost),
+            "js": tempering.jensen_shannon(p_bayes, p_sgd),
+        },
+        "paper": {"xi": 0.5, "kl": 0.009, "wasserstein": 0.002, "js": 0.003},
+        "m": m,
+        "wasserstein_ground_cost": "RMS difference of cluster centroids in the representation",
+    }
+
+
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Steps 1-4 above on the run's ensemble; logs tables, Table 2 and the figures."""
     pc = cfg.posterior
@@ -150,29 +178,8 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
     silhouette = float(silhouette_score(rep_sgd, labels_sgd)) if 1 < k < len(rep_sgd) else float("nan")
 
     xis = np.asarray(OmegaConf.to_container(pc.tempering.xi), dtype=float)
-    m = float(pc.tempering.m)
-    cost = tempering.centroid_cost(cents)
-    p_bayes, p_sgd = table["share_bayes"].to_numpy(), table["share_sgd"].to_numpy()
-    sweep = tempering.sweep(p_bayes, p_sgd, table["d_walk"].to_numpy(), xis, cost, m)
-    best = sweep.loc[sweep["kl"].idxmin()]
-    d_best = tempering.diffusion_coefficient(best["xi"], table["d_walk"].to_numpy())
-    table["d_xi_best"] = d_best
-    table["share_tempered"] = tempering.tempered(p_sgd, d_best, m)
-    untempered = {
-        "kl": tempering.kl(p_bayes, p_sgd),
-        "wasserstein": tempering.wasserstein(p_bayes, p_sgd, cost),
-        "js": tempering.jensen_shannon(p_bayes, p_sgd),
-    }
-    table2 = {
-        "best_xi": float(best["xi"]),
-        "kl": float(best["kl"]),
-        "wasserstein": float(best["wasserstein"]),
-        "js": float(best["js"]),
-        "untempered": untempered,
-        "paper": {"xi": 0.5, "kl": 0.009, "wasserstein": 0.002, "js": 0.003},
-        "m": m,
-        "wasserstein_ground_cost": "RMS difference of cluster centroids in the representation",
-    }
+    sweep, table2 = table_2(table, cents, xis, float(pc.tempering.m))
+    untempered = table2["untempered"]
 
     post_members = members[["member", "seed", "train_loss", "test_acc", "llc", "alpha", "d_s"]].assign(
         converged=keep, chain_seed=members["member"].isin(seeds_idx), cluster=-1
