@@ -115,6 +115,8 @@ def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
     """Checks of the ensemble and posterior settings (section 4.2 experiment)."""
     if "ensemble" not in cfg or "posterior" not in cfg:
         raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    if cfg.ensemble.get("llc", "serial") not in ("serial", "batched"):
+        raise UserError(f"ensemble.llc={cfg.ensemble.llc}: choose serial or batched")
     if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:
         raise UserError(f"ensemble.members={cfg.ensemble.members} must be ≥ 1, e.g. 500")
     p, s = cfg.posterior, cfg.posterior.sgld

@@ -7,7 +7,7 @@ import torch
 from pipeline import build, llc, train
 from pipeline.ensemble import Ensemble, seeds_of
 from pipeline.ensemble import train as train_ensemble
-from pipeline.ensemble_stage import member_llc
+from pipeline.ensemble_stage import member_llc, member_llc_batched
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker
 
@@ -55,6 +55,12 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_no
     one_by_one = llc.estimate(twin, data, cfg.llc, 40, "cpu")["llc"]
     batched = member_llc(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
     assert batched["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    # devinterp's sampler on the stacked ensemble: one member alone is llc.estimate's value.
+    stacked = member_llc_batched(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
+    assert stacked["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    all_three = member_llc_batched(trained.ensemble, data, cfg.llc, 40, "cpu")
+    assert (all_three["status"] == "ok").all() and np.isfinite(all_three["llc"]).all()
+    assert all_three["init_loss"].iloc[1] == pytest.approx(stacked["init_loss"].iloc[0], rel=1e-5)
 
     evals = tracker.load_table(run_id, "evals")
     e = trained.evals[trained.evals["seed"] == 5].reset_index(drop=True)

@@ -35,6 +35,7 @@ def test_ensemble_then_posterior_then_posterior_alone(tiny_cfg) -> None:
     members = tracker.load_table(run_id, "members")
     assert members["seed"].tolist() == list(range(12)) and (members["step"] == 30).all()
     assert (members["status"] == "ok").all() and np.isfinite(members["alpha"]).all()
+    assert (members["llc_method"] == "batched").all()
     np.testing.assert_allclose(members["d_s"], 2 * members["llc"] * members["alpha"])
     traj = tracker.load_table(run_id, "member_trajectory")
     assert len(traj) == 12 * 30 and traj.groupby("member")["step"].max().eq(30).all()
@@ -84,6 +85,8 @@ def test_posterior_settings_are_checked_before_any_run(tiny_cfg) -> None:
         run.execute(tiny_cfg(*TINY_POSTERIOR, "stages=[train,posterior]"), JOB)
     with pytest.raises(UserError, match="posterior.chains"):
         run.execute(tiny_cfg(*TINY_POSTERIOR, "posterior.chains=0"), JOB)
+    with pytest.raises(UserError, match="serial or batched"):
+        run.execute(tiny_cfg(*TINY_POSTERIOR, "ensemble.llc=parallel"), JOB)
     with pytest.raises(UserError, match="cluster_on"):
         run.execute(tiny_cfg(*TINY_POSTERIOR, "posterior.cluster_on=both"), JOB)
     with pytest.raises(UserError, match="tempering.xi"):
