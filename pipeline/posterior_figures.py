@@ -56,7 +56,8 @@ def llc_histogram(members: pd.DataFrame, keep: np.ndarray, chain_members: np.nda
     lam = members.loc[keep, "llc"].dropna()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(lam, bins=min(40, max(10, len(lam) // 10)), color=COLORS["sgd"], alpha=0.8)
-    ax.axvline(0.0, color="0.3", lw=0.8)
+    if lam.min() < 0:  # negative estimates (an artefact of the estimator) against zero
+        ax.axvline(0.0, color="0.3", lw=0.8)
     for i, v in enumerate(members.loc[chain_members, "llc"]):
         ax.axvline(v, color=COLORS["bayes"], lw=0.8, alpha=0.7, label="SGLD seeds" if i == 0 else None)
     ax.set_xlabel("local learning coefficient λ (devinterp SGLD, Table 3)")
