@@ -17,7 +17,14 @@ from pipeline.errors import UserError
 RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
-STAGES = ("train", "llc", "fit", "calibrate")
+STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")
+# Stages that create a run (the others re-open one); each family reads only its own artifacts.
+FIRST_STAGES = {"train": ("train", "llc", "fit", "calibrate"), "ensemble": ("ensemble", "posterior")}
+
+
+def first_stage(stages) -> str:
+    """The stage whose run the given stages work on: train, or ensemble for the posterior family."""
+    return "ensemble" if any(s in FIRST_STAGES["ensemble"] for s in stages) else "train"
 
 
 def as_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -51,6 +58,8 @@ def train_hash(cfg: DictConfig) -> str:
     d = as_dict(cfg)
     keep = {k: d.get(k) for k in TRAIN_KEYS}
     keep["llc"] = {"every": d["llc"]["every"], "online": d["llc"]["online"]}
+    if "ensemble" in d:  # only ensemble runs carry it, so other runs keep their hashes
+        keep["ensemble"] = d["ensemble"]
     return _digest(keep)
 
 
@@ -61,7 +70,13 @@ def check(cfg: DictConfig) -> None:
     if unknown or not stages:
         raise UserError(f"stages={stages}: choose from {list(STAGES)}, e.g. stages=[train,llc,fit]")
     if [s for s in STAGES if s in stages] != stages:
-        raise UserError(f"stages={stages} out of order: they run as {', '.join(STAGES)}")
+        order = " (or ".join(", ".join(f) for f in FIRST_STAGES.values()) + ")"
+        raise UserError(f"stages={stages} out of order: they run as {order}")
+    family = FIRST_STAGES[first_stage(stages)]
+    if any(s not in family for s in stages):
+        raise UserError(f"stages={stages} mixes two pipelines: use [train,llc,fit] or [ensemble,posterior]")
+    if family[0] == "ensemble":
+        check_posterior(cfg, stages)
     if not float(cfg.lr) > 0:
         raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:
@@ -122,6 +137,33 @@ def check_calibrate(c: DictConfig) -> None:
     for key in ("num_draws", "num_chains"):
         if c[key] is not None and int(c[key]) < 1:
             raise UserError(f"calibrate.{key}={c[key]} must be ≥ 1, or null for the llc setting")
+
+
+def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
+    """Checks of the ensemble and posterior settings (section 4.2 experiment)."""
+    if "ensemble" not in cfg or "posterior" not in cfg:
+        raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    if cfg.ensemble.get("llc", "serial") not in ("serial", "batched"):
+        raise UserError(f"ensemble.llc={cfg.ensemble.llc}: choose serial or batched")
+    if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:
+        raise UserError(f"ensemble.members={cfg.ensemble.members} must be ≥ 1, e.g. 500")
+    p, s = cfg.posterior, cfg.posterior.sgld
+    if int(p.chains) < 1:
+        raise UserError(f"posterior.chains={p.chains} must be ≥ 1, e.g. 10")
+    for key in ("num_samples", "num_steps_bw_samples"):
+        if int(s[key]) < 1:
+            raise UserError(f"posterior.sgld.{key}={s[key]} must be ≥ 1")
+    if int(s.num_burnin_steps) < 0 or not float(s.lr) > 0 or not float(s.localization) >= 0:
+        raise UserError(
+            "posterior.sgld: num_burnin_steps ≥ 0, lr > 0 and localization ≥ 0, e.g. 200, 1e-5, 100"
+        )
+    if s.nbeta is not None and not float(s.nbeta) > 0:
+        raise UserError(f"posterior.sgld.nbeta={s.nbeta} must be > 0, or null for n_train")
+    if p.cluster_on not in ("sgd", "all"):
+        raise UserError(f"posterior.cluster_on={p.cluster_on}: choose sgd or all")
+    xi = list(p.tempering.xi)
+    if not xi or min(float(v) for v in xi) <= 0 or not float(p.tempering.m) > 0:
+        raise UserError(f"posterior.tempering.xi={xi} needs values > 0 (and tempering.m > 0)")
 
 
 def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, calibrate, config, fit, llc, train
+from pipeline import build, calibrate, config, ensemble_stage, fit, llc, posterior_stage, train
 from pipeline.errors import UserError
 from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
@@ -60,7 +60,8 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
 
     Returns the run id and, for a reopened run, the status it had.
     """
-    if "train" in cfg.stages:
+    first = config.first_stage(cfg.stages)
+    if first in cfg.stages:
         tags = {
             "sweep": job.sweep,
             "config_hash": config.config_hash(cfg),
@@ -72,7 +73,7 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
     if cfg.run_id:
         run = tracker.get_run(str(cfg.run_id))
     else:
-        found = tracker.find_runs({"train_hash": config.train_hash(cfg), "stage.train": "done"})
+        found = tracker.find_runs({"train_hash": config.train_hash(cfg), f"stage.{first}": "done"})
         if not found:
             raise UserError(
                 f"no trained run with this training config in experiment "
@@ -89,10 +90,11 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     torch.set_num_threads(config.threads(cfg.threads))
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     data = model = None
-    if "train" in cfg.stages:  # data problems surface before a run exists
+    if config.first_stage(cfg.stages) in cfg.stages:  # data problems surface before a run exists
         data = build.data(cfg)
         config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
-        model = build.model(cfg, data)  # missing pretrained weights too: before a run exists
+        if "train" in cfg.stages:  # missing pretrained weights too fail before a run exists
+            model = build.model(cfg, data)
     run_id, previous_status = _open_run(cfg, tracker, job)
     progress = cfg.progress
     stages = {
@@ -100,6 +102,8 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
         "calibrate": lambda: calibrate.run(cfg, tracker, run_id, progress),
+        "ensemble": lambda: ensemble_stage.run(cfg, tracker, run_id, progress, data),
+        "posterior": lambda: posterior_stage.run(cfg, tracker, run_id, progress),
     }
     try:
         tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
@@ -172,5 +176,6 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
             raise
         print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(report(tracker, run_id, metrics))
+    posterior = config.first_stage(cfg.stages) == "ensemble"
+    print(posterior_stage.report(tracker, run_id) if posterior else report(tracker, run_id, metrics))
     return 0

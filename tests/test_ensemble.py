@@ -1,0 +1,90 @@
+"""The batched ensemble: each member is its one-by-one train-stage twin."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import build, llc, train
+from pipeline.ensemble import Ensemble, seeds_of
+from pipeline.ensemble import train as train_ensemble
+from pipeline.ensemble_stage import member_llc, member_llc_batched
+from pipeline.errors import UserError
+from pipeline.tracking import Tracker
+
+MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", "llc.every=20"]
+
+
+@pytest.mark.parametrize("optimizer,batch_norm", [("sgd", False), ("adam", False), ("sgd", True)])
+def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_norm) -> None:
+    lr = "lr=0.05" if optimizer == "sgd" else "lr=0.01"
+    cfg = tiny_cfg(
+        *MOONS,
+        f"optimizer={optimizer}",
+        lr,
+        "seed=5",
+        "optimizer.weight_decay=0.01",
+        f"model.batch_norm={batch_norm}",
+    )
+    data = build.data(cfg)
+    trained = train_ensemble(cfg, data, seeds=[3, 5, 11])
+
+    tracker = Tracker(store, "test")
+    run_id = tracker.start_run("twin", {})
+    train.run(cfg, tracker, run_id, data=build.data(cfg))
+    twin_traj = tracker.load_table(run_id, "trajectory")
+    ckpt = tracker.download_dir(run_id, "checkpoints/step_00000040.pt", None)
+    twin_w = torch.load(ckpt)
+
+    member = trained.ensemble.state_dict(1)  # seed 5
+    assert set(member) == set(twin_w)
+    for k, v in twin_w.items():  # batch norm's running statistics included
+        assert torch.allclose(member[k].to(v.dtype), v, atol=1e-6, rtol=1e-5), k
+    # Other seeds really are other members.
+    assert not torch.allclose(trained.ensemble.state_dict(0)["net.0.weight"], twin_w["net.0.weight"])
+
+    mine = trained.trajectory[trained.trajectory["seed"] == 5].reset_index(drop=True)
+    assert mine["step"].tolist() == twin_traj["step"].tolist() == list(range(1, 41))
+    np.testing.assert_allclose(mine["displacement"], twin_traj["displacement"], rtol=1e-5)
+    np.testing.assert_allclose(mine["train_batch_loss"], twin_traj["train_batch_loss"], rtol=1e-4)
+    cols = [c for c in twin_traj if c.startswith("displacement/")]
+    np.testing.assert_allclose(mine[cols], twin_traj[cols], rtol=1e-5, atol=1e-7)
+
+    # λ per member is the llc stage's estimate of the twin at that step (same seed, same settings).
+    twin = build.model(cfg, data)
+    twin.load_state_dict(twin_w)
+    one_by_one = llc.estimate(twin, data, cfg.llc, 40, "cpu")["llc"]
+    batched = member_llc(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
+    assert batched["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    # devinterp's sampler on the stacked ensemble: one member alone is llc.estimate's value.
+    stacked = member_llc_batched(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
+    assert stacked["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    all_three = member_llc_batched(trained.ensemble, data, cfg.llc, 40, "cpu")
+    assert (all_three["status"] == "ok").all() and np.isfinite(all_three["llc"]).all()
+    assert all_three["init_loss"].iloc[1] == pytest.approx(stacked["init_loss"].iloc[0], rel=1e-5)
+
+    evals = tracker.load_table(run_id, "evals")
+    e = trained.evals[trained.evals["seed"] == 5].reset_index(drop=True)
+    assert e["step"].tolist() == evals["step"].tolist() == [20, 40]
+    np.testing.assert_allclose(e["test_acc"], evals["test_acc"])
+    np.testing.assert_allclose(e["train_loss"], evals["train_loss"], rtol=1e-5)
+
+
+def test_member_module_is_a_standalone_copy(tiny_cfg) -> None:
+    cfg = tiny_cfg(*MOONS)
+    data = build.data(cfg)
+    ens = Ensemble.build(cfg, data, [0, 1])
+    m = ens.member(1)
+    x = data.x_test[:7]
+    assert torch.allclose(m(x), ens.forward(x, shared=True)[1], atol=1e-6)
+    with torch.no_grad():
+        m.net[0].weight.zero_()
+    assert ens.params["net.0.weight"][1].abs().sum() > 0
+
+
+def test_bad_ensemble_settings_are_one_line(tiny_cfg) -> None:
+    cfg = tiny_cfg(*MOONS, "+ensemble.members=3", "+ensemble.first_seed=7")
+    assert seeds_of(cfg) == [7, 8, 9]
+    with pytest.raises(UserError, match="distinct"):
+        seeds_of(tiny_cfg(*MOONS, "+ensemble.seeds=[1,1]", "+ensemble.members=2"))
+    with pytest.raises(UserError, match="elementwise"):
+        train_ensemble(tiny_cfg(*MOONS, "optimizer._target_=torch.optim.LBFGS"), build.data(cfg), [0])
