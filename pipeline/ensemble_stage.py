@@ -16,9 +16,13 @@ weights and seeds), summary `ensemble_members`, `time/ensemble_train_s`, `time/e
   gets there; one member at a time.
 - `ensemble.llc=batched`: devinterp's sampler once, on the stacked members (`Stacked`): the same
   update, settings and nβ, all members in one pass (one member alone gives `llc.estimate`'s value,
-  tested). The members share the minibatches and the loss at w_t is taken on the same batch for
-  all (common random numbers), so the minibatch noise that dominates single estimates on small
-  data sets is common to every member and differences between members are their own.
+  tested). The members share the minibatches (common random numbers), so the minibatch noise that
+  dominates single estimates on small data sets is common to every member and differences between
+  members are their own. The loss at w_t is the full training loss L_n(w_t), eq. (25)'s own
+  definition: devinterp's default takes it on `num_chains` minibatches, which adds
+  nβ·(L_batch − L_n) to every estimate, and with shared batches that would be one common offset
+  for all members (about +1.4 on the moons ensemble). `llc_batch_init` keeps the devinterp-
+  convention value, which equals `llc.estimate`'s for a member alone.
 α: `pipeline.fit.compute` on the member's R(t) with `cfg.fit` (use `fit.points=all` for short runs).
 """
 
@@ -94,9 +98,10 @@ def _per_member_ce(model: Stacked, batch) -> dict:
 def member_llc_batched(
     ens: Ensemble, data: Data, llc_cfg: DictConfig, step: int, device: str
 ) -> pd.DataFrame:
-    """λ of every member from ONE devinterp SGLD run on the stacked members (same estimator,
-    settings and nβ as `llc.estimate`). Members share the minibatch order and draw other noise than
-    their one-by-one estimates, so each λ equals the serial one in distribution, not bitwise."""
+    """λ of every member from ONE devinterp SGLD run on the stacked members (same sampler,
+    settings and nβ as `llc.estimate`; the loss at w_t on the whole training set, see the module
+    docstring). Members share the minibatch order and draw other noise than their one-by-one
+    estimates, so `llc_batch_init` equals the serial value in distribution, not bitwise."""
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import sample
     from devinterp.utils import default_nbeta
@@ -107,10 +112,11 @@ def member_llc_batched(
     model = Stacked(ens).to(device).train()
     with torch.no_grad():  # the loss at w_t as devinterp takes it: num_chains batches, train mode
         batches = list(islice(loader, min(int(llc_cfg.num_chains), len(loader))))
-        init = torch.stack(
+        init_batch = torch.stack(
             [_per_member_ce(model, (x.to(device), y.to(device)))["per_member"] for x, y in batches]
-        )
-        init = init.mean(0)
+        ).mean(0)
+        # ... and as eq. (25) defines it: L_n(w_t) on the whole training set (see the docstring).
+        init = _per_member_ce(model, (data.x_train.to(device), data.y_train.to(device)))["per_member"]
     trace = torch.zeros(len(ens), int(llc_cfg.num_draws), device=device)
 
     def record(draw: int, results: dict, chain: int, **_) -> None:
@@ -142,8 +148,10 @@ def member_llc_batched(
     return pd.DataFrame(
         {
             "init_loss": init.cpu().double().numpy(),
+            "init_loss_batch": init_batch.cpu().double().numpy(),
             "nbeta": nbeta,
             "llc": lam.cpu().double().numpy(),
+            "llc_batch_init": (nbeta * (trace.mean(1) - init_batch)).cpu().double().numpy(),
             "llc_std": np.nan,
             "status": np.where(ok.cpu().numpy(), "ok", "failed: non-finite loss"),
             "llc_method": "batched",

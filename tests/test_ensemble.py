@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline import build, llc, train
 from pipeline.ensemble import Ensemble, seeds_of
@@ -57,7 +58,12 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_no
     assert batched["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
     # devinterp's sampler on the stacked ensemble: one member alone is llc.estimate's value.
     stacked = member_llc_batched(trained.ensemble.select([1]), data, cfg.llc, 40, "cpu")
-    assert stacked["llc"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    assert stacked["llc_batch_init"].iloc[0] == pytest.approx(one_by_one, rel=1e-3, abs=1e-4)
+    # The reported λ takes the loss at w_t on the whole training set (eq. 25) instead of one batch.
+    full = F.cross_entropy(trained.ensemble.member(1)(data.x_train), data.y_train).item()
+    shift = stacked["nbeta"].iloc[0] * (stacked["init_loss_batch"].iloc[0] - full)
+    assert stacked["init_loss"].iloc[0] == pytest.approx(full, rel=1e-5)
+    assert stacked["llc"].iloc[0] == pytest.approx(one_by_one + shift, rel=1e-3, abs=1e-4)
     all_three = member_llc_batched(trained.ensemble, data, cfg.llc, 40, "cpu")
     assert (all_three["status"] == "ok").all() and np.isfinite(all_three["llc"]).all()
     assert all_three["init_loss"].iloc[1] == pytest.approx(stacked["init_loss"].iloc[0], rel=1e-5)
