@@ -28,12 +28,34 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+
+
+def _ci(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The runs' bootstrap interval of d_s (NaN for runs fitted before the fit stage wrote it)."""
+    nan = pd.Series(np.nan, index=table.index)
+    return table.get("d_s_ci_low", nan).astype(float), table.get("d_s_ci_high", nan).astype(float)
+
+
 def table_1(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: model, λ, d_s, α, r² (means over the runs of each model)."""
+    """Table 1: model, λ, d_s, α, r² (means over the runs of each model); d_s's uncertainty is the
+    run's 95 % bootstrap interval for a model with one run, else the std over its runs."""
     require(table, "lambda_final", "d_s", "alpha", "r2", "model")
-    g = table.groupby("model", sort=False)
+    lo, hi = _ci(table)
+    g = table.assign(_lo=lo, _hi=hi).groupby("model", sort=False)
     out = g[["lambda_final", "d_s", "alpha", "r2"]].mean()
     out.insert(0, "runs", g.size())
+    out.insert(
+        3,
+        "d_s ± (95 % CI or std)",
+        [
+            _interval(float(grp["_lo"].iloc[0]), float(grp["_hi"].iloc[0]))
+            if len(grp) == 1
+            else f"± {grp['d_s'].std():.3g}"
+            for _, grp in g
+        ],
+    )
     out = out.reset_index().rename(
         columns={"model": "Model", "lambda_final": "λ", "d_s": "d_s", "alpha": "α", "r2": "r²"}
     )
@@ -58,6 +80,7 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
         {
             "Num Params": table.get("num_params", pd.Series(np.nan, index=table.index)).astype("Int64"),
             "Spect. Dim": table["d_s"].round(3),
+            "d_s 95 % CI": [_interval(a, b) for a, b in zip(*_ci(table))],
             "LLC (final)": [_pm(m, s) for m, s in zip(table["lambda_final"], std)],
             "Architecture": table.get("model", ""),
             "Optimizer": table.get("optimizer", ""),

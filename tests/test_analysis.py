@@ -275,6 +275,13 @@ def test_tables_match_the_fixture_numbers(tmp_path) -> None:
     assert runs["LLC (final)"].str.fullmatch(r"\d\.\d{3} ± 0\.100").all() and "Steps" in runs
     t1 = tables.table_1(table)
     assert t1.loc[0, "runs"] == 24 and t1.loc[0, "λ"] == pytest.approx(table["lambda_final"].mean())
+    assert t1.loc[0, "d_s ± (95 % CI or std)"] == f"± {table['d_s'].std():.3g}"
+    one = tables.table_1(
+        table.assign(model=[f"m{i}" for i in range(len(table))], d_s_ci_low=0.1, d_s_ci_high=0.25)
+    )
+    assert (one["d_s ± (95 % CI or std)"] == "[0.1, 0.25]").all()
+    with_ci = tables.table_runs(table.assign(d_s_ci_low=0.1, d_s_ci_high=0.25))
+    assert (with_ci["d_s 95 % CI"] == "[0.1, 0.25]").all() and (runs["d_s 95 % CI"] == "n/a").all()
     assert tables.table_4(table).loc[0, "runs"] == 12
     with pytest.raises(tables.Missing, match="no Adam runs"):
         tables.table_4(sgd)
