@@ -1,8 +1,10 @@
 """The paper's checks on a sweep table: Lemma 3.4, Corollary 3.3, and the correlations.
 
 Verdicts are recomputed from the numbers (the run's own `verdict.*` tag is shown beside them):
-`holds` (d_s ≤ bound), `within_error` (d_s > bound, but the bound lies inside the bootstrap
-interval of d_s, when the run has one), `violated`, `n/a` (a side is missing or not finite).
+`holds` (d_s ≤ bound), `within_error` (d_s > bound, but the bootstrap interval of d_s − bound,
+both sides resampled, reaches 0: `margin_*_low` ≤ 0, when the run has one), `violated`, `n/a`
+(a side is missing or not finite). The bound is the one the fit compared with (`fit_lambda_*`:
+a phase's λ with `fit.phase`), else the llc stage's.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from scipy import stats
 VERDICTS = ("holds", "within_error", "violated", "n/a")
 
 
+MARGINS = {"lambda_final": "margin_lemma_3_4_low", "lambda_bar": "margin_corollary_3_3_low"}
+
+
 def verdicts(table: pd.DataFrame, bound: str) -> pd.Series:
     """d_s ≤ `bound` (a column: lambda_final or lambda_bar) per run."""
-    d_s = table.get("d_s", pd.Series(np.nan, index=table.index)).astype(float)
-    lam = table.get(bound, pd.Series(np.nan, index=table.index)).astype(float)
-    ci_low = table.get("d_s_ci_low", pd.Series(np.nan, index=table.index)).astype(float)
+    nan = pd.Series(np.nan, index=table.index)
+    d_s = table.get("d_s", nan).astype(float)
+    lam = table.get(f"fit_{bound}", nan).astype(float).fillna(table.get(bound, nan).astype(float))
+    margin_low = table.get(MARGINS[bound], nan).astype(float)
     out = pd.Series("violated", index=table.index)
     out[d_s <= lam] = "holds"
-    out[(d_s > lam) & (ci_low <= lam)] = "within_error"
+    out[(d_s > lam) & (margin_low <= 0)] = "within_error"
     out[~(np.isfinite(d_s) & np.isfinite(lam))] = "n/a"
     return out
 
@@ -39,6 +45,8 @@ def bound_check(table: pd.DataFrame, bound: str, tag: str) -> tuple[dict[str, in
             "d_s_ci_low",
             "d_s_ci_high",
             bound,
+            f"fit_{bound}",
+            MARGINS[bound],
             "alpha",
             "alpha_se",
             "r2",

@@ -3,10 +3,13 @@
 Reads from the run: `trajectory.parquet`, `llc.parquet` (when λ was estimated) and `config.yaml`.
 Writes: `fit.json` (α, its standard error, intercept, r², the window, t_c, d_s with its bootstrap
 interval, d_walk, the D_ξ exponent 2 − d_walk, verdicts), summary metrics `alpha`, `alpha_se`,
-`r2`, `d_s`, `d_s_ci_low`, `d_s_ci_high`, `d_walk`, `diffusion_exponent`, and tags
-`verdict.lemma_3_4` (d_s ≤ λ_final), `verdict.corollary_3_3` (d_s ≤ λ̄), each one of `holds`,
-`violated`, `within_error` (d_s exceeds the bound, but the bound lies inside d_s's interval) or
-`n/a`. Re-running it on a run with another window never retrains.
+`r2`, `d_s`, `d_s_ci_low`, `d_s_ci_high`, `d_walk`, `diffusion_exponent`, the bounds compared
+with (`fit_lambda_final`, `fit_lambda_bar`: the llc stage's λ_final and λ̄, or a phase's with
+`fit.phase`) and the lower ends of the bootstrap intervals of d_s − bound
+(`margin_lemma_3_4_low`, `margin_corollary_3_3_low`), and tags `verdict.lemma_3_4`
+(d_s ≤ λ_final), `verdict.corollary_3_3` (d_s ≤ λ̄), each one of `holds`, `violated`,
+`within_error` (d_s exceeds the bound, but the interval of d_s − bound reaches 0) or `n/a`.
+Re-running it on a run with another window never retrains.
 """
 
 from __future__ import annotations
@@ -27,24 +30,23 @@ from pipeline.exponent import (
 )
 from pipeline.tracking import Tracker
 
-VERDICTS = ("holds", "violated", "within_error", "n/a")
 
-
-def verdict(d_s: float, bound: float, d_s_low: float = float("nan")) -> str:
-    """'holds' when d_s ≤ bound; 'within_error' when d_s > bound but the bound is not below the
-    lower end `d_s_low` of d_s's interval (the violation is inside the error bar); 'violated'
-    otherwise; 'n/a' when d_s or the bound is not a number. Without an interval (NaN low end) a
-    violation is 'violated'."""
+def verdict(d_s: float, bound: float, margin_low: float = float("nan")) -> str:
+    """'holds' when d_s ≤ bound; 'within_error' when d_s > bound but the interval of d_s − bound
+    reaches 0 (`margin_low` ≤ 0: the violation is inside the error bar, both sides' noise
+    counted); 'violated' otherwise; 'n/a' when d_s or the bound is not a number. Without an
+    interval (NaN `margin_low`) a violation is 'violated'."""
     if not (np.isfinite(d_s) and np.isfinite(bound)):
         return "n/a"
     if d_s <= bound:
         return "holds"
-    return "within_error" if np.isfinite(d_s_low) and d_s_low <= bound else "violated"
+    return "within_error" if np.isfinite(margin_low) and margin_low <= 0 else "violated"
 
 
 def window_text(result: dict) -> str:
     """'100-3700 (37 points, llc)', with the crossover when the fit started at one."""
     extra = f", crossover t_c={result['t_c']:g}" if result["crossover"] else ""
+    extra += f", phase {result['phase']}" if result.get("phase") else ""
     return f"{result['t_start']}-{result['t_end']} ({result['n_points']} points, {result['points']}{extra})"
 
 
@@ -89,6 +91,9 @@ def compute(
     estimates = final_estimates(llc_table, last)
     if not len(estimates):  # λ_final came from elsewhere (or is missing): hold it fixed
         estimates = np.array([lam_final])
+    every_estimate = final_estimates(llc_table, len(llc_table) if llc_table is not None else 0)
+    if not len(every_estimate):  # likewise λ̄
+        every_estimate = np.array([lam_bar])
     ci = bootstrap_spectral_dimension(
         *window_points(t, r, **window),
         estimates,
@@ -96,11 +101,13 @@ def compute(
         level=float(boot.level),
         block=boot.block,
         seed=int(boot.seed),
+        bar_lambdas=every_estimate,
     )
     return {
         **ef.to_dict(),
         "points": fit_cfg.points,
         "crossover": bool(fit_cfg.crossover),
+        "phase": fit_cfg.get("phase"),
         "lambda_final": lam_final,
         "lambda_bar": lam_bar,
         "d_s": d_s,
@@ -108,6 +115,8 @@ def compute(
         "d_s_ci_high": ci.d_s_high,
         "alpha_ci_low": ci.alpha_low,
         "alpha_ci_high": ci.alpha_high,
+        "margin_lemma_3_4_low": ci.lemma_margin_low,
+        "margin_corollary_3_3_low": ci.corollary_margin_low,
         "bootstrap": {
             "method": "moving-block pairs bootstrap of the fit points x resampled λ_final estimates",
             "level": ci.level,
@@ -119,8 +128,8 @@ def compute(
         "d_s_bar": spectral_dimension(lam_bar, ef.alpha),
         "d_walk": d_walk,
         "diffusion_exponent": 2.0 - d_walk,
-        "lemma_3_4": verdict(d_s, lam_final, ci.d_s_low),
-        "corollary_3_3": verdict(d_s, lam_bar, ci.d_s_low),
+        "lemma_3_4": verdict(d_s, lam_final, ci.lemma_margin_low),
+        "corollary_3_3": verdict(d_s, lam_bar, ci.corollary_margin_low),
     }
 
 
@@ -130,10 +139,11 @@ def restrict_to_phase(
     llc_table: pd.DataFrame | None,
     lambdas: dict[str, float],
     last: int,
-) -> tuple[DictConfig, dict[str, float]]:
-    """The fit window and λ_final, λ̄ of one training phase (`fit.phase`, e.g. the SGD phase of
-    the Tiny ImageNet protocol, G.2): the window starts at the phase's first step (R and t still
-    count from w_0 and step 1, as the paper's Table 1 fit does) and λ is summarised over its steps."""
+) -> tuple[DictConfig, pd.DataFrame | None, dict[str, float]]:
+    """The fit window, the λ(t) table and λ_final, λ̄ of one training phase (`fit.phase`, e.g. the
+    SGD phase of the Tiny ImageNet protocol, G.2): the window starts at the phase's first step (R
+    and t still count from w_0 and step 1, as the paper's Table 1 fit does) and λ is summarised,
+    and bootstrapped, over its steps."""
     name = str(fit_cfg.phase)
     key = f"phase/{name}/start_step"
     if key not in metrics:
@@ -142,8 +152,9 @@ def restrict_to_phase(
     start = int(metrics[key])
     window = OmegaConf.merge(fit_cfg, {"start_step": max(start, int(fit_cfg.start_step or 0))})
     if llc_table is not None:
-        lambdas = llc.summarize(llc_table[llc_table["step"] >= start], last)
-    return window, lambdas
+        llc_table = llc_table[llc_table["step"] >= start]
+        lambdas = llc.summarize(llc_table, last)
+    return window, llc_table, lambdas
 
 
 def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
@@ -160,7 +171,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     last = int(tracker.get_run(run_id).data.tags.get("llc.last", cfg.llc.last))
     fit_cfg = cfg.fit
     if fit_cfg.get("phase"):
-        fit_cfg, lambdas = restrict_to_phase(fit_cfg, metrics, llc_table, lambdas, last)
+        fit_cfg, llc_table, lambdas = restrict_to_phase(fit_cfg, metrics, llc_table, lambdas, last)
     try:
         result = compute(traj, llc_table, lambdas, fit_cfg, every, last)
     except ValueError as e:  # a window with too few points: the message names the fix
@@ -170,10 +181,23 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
         run_id,
         {
             k: result[k]
-            for k in ("alpha", "alpha_se", "r2", "d_s", "d_s_ci_low", "d_s_ci_high", "d_walk")
-            + ("diffusion_exponent",)
+            for k in (
+                "alpha",
+                "alpha_se",
+                "r2",
+                "d_s",
+                "d_s_ci_low",
+                "d_s_ci_high",
+                "d_walk",
+                "diffusion_exponent",
+                "margin_lemma_3_4_low",
+                "margin_corollary_3_3_low",
+            )
         }
         | {
+            # The bounds the verdicts compared with (the llc stage's λ_final and λ̄, or a phase's).
+            "fit_lambda_final": result["lambda_final"],
+            "fit_lambda_bar": result["lambda_bar"],
             "fit_t_start": result["t_start"],
             "fit_t_end": result["t_end"],
             "fit_t_c": result["t_c"],

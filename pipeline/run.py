@@ -138,6 +138,8 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
     run = tracker.client.get_run(run_id)
     tags = run.data.tags
     m = {k: metrics.get(k, float("nan")) for k in SUMMARY_METRICS}
+    # The λ the verdicts compared with: the llc stage's, or one training phase's (fit.phase).
+    m |= {k: metrics[f"fit_{k}"] for k in ("lambda_final", "lambda_bar") if f"fit_{k}" in metrics}
     experiment = tracker.client.get_experiment(run.info.experiment_id).name
     lines = [
         f"run {run_id} ({run.info.run_name}) in experiment '{experiment}'",

@@ -301,7 +301,7 @@ def test_lemma_3_4_flags_a_planted_violation() -> None:
     table = table.assign(lambda_final=10.0, d_s=1.0)
     table.loc[5, ["d_s", "alpha", "fit.window"]] = [12.5, 0.625, "200-600 (5 points, llc)"]
     table.loc[7, "d_s"] = 10.5
-    table.loc[7, "d_s_ci_low"] = 9.0  # the bound lies inside the d_s interval
+    table.loc[7, "margin_lemma_3_4_low"] = -0.2  # the interval of d_s − λ_final reaches 0
     table.loc[9, "lambda_final"] = np.nan
     counts, bad = checks.lemma_3_4(table)
     assert counts == {"holds": 21, "within_error": 1, "violated": 1, "n/a": 1}
@@ -315,6 +315,10 @@ def test_lemma_3_4_flags_a_planted_violation() -> None:
     line = next(x for x in text.splitlines() if "run05" in x)
     assert "violated" in line and "d_s = 12.5 > 10" in line and "α = 0.625" in line and "200-600" in line
     assert "Lemma 3.4      d_s ≤ λ_final: 21 holds, 1 within_error, 1 violated, 1 n/a" in text
+    # A phased fit compared d_s with its phase's λ (fit_lambda_final), and so does the check.
+    phased = table.assign(fit_lambda_final=np.nan)
+    phased.loc[3, "fit_lambda_final"] = 0.5
+    assert checks.verdicts(phased, "lambda_final")[3] == "violated"
 
 
 def test_corollary_3_3_uses_the_time_average() -> None:

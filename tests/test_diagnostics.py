@@ -43,19 +43,31 @@ def test_diagnose_flags_negative_and_trending_estimates() -> None:
 
 
 @pytest.mark.parametrize(
-    "d_s, bound, low, expected",
+    "d_s, bound, margin_low, expected",
     [
-        (0.5, 1.0, 0.3, "holds"),
-        (1.2, 1.0, 0.9, "within_error"),
-        (1.2, 1.0, 1.05, "violated"),
+        (0.5, 1.0, -0.7, "holds"),
+        (1.2, 1.0, -0.1, "within_error"),
+        (1.2, 1.0, 0.05, "violated"),
         (1.2, 1.0, float("nan"), "violated"),
         (float("nan"), 1.0, 0.1, "n/a"),
         (0.5, float("nan"), 0.1, "n/a"),
     ],
 )
-def test_verdicts(d_s: float, bound: float, low: float, expected: str) -> None:
-    assert fit.verdict(d_s, bound, low) == expected
-    assert expected in fit.VERDICTS
+def test_verdicts(d_s: float, bound: float, margin_low: float, expected: str) -> None:
+    assert fit.verdict(d_s, bound, margin_low) == expected
+
+
+def test_lemma_margin_counts_lambda_on_both_sides() -> None:
+    """α clearly above 1/2 with noisy λ: d_s's own interval reaches below λ_final, but d_s − λ
+    = λ(2α − 1) stays positive in every replicate, so the violation is not within error."""
+    rng = np.random.default_rng(1)
+    t = np.arange(100, 5001, 100, dtype=float)
+    r = t**0.7 * np.exp(rng.normal(0, 0.005, t.size))
+    lambdas = np.array([0.2, 0.8, 0.3, 0.7, 0.5])
+    ci = bootstrap_spectral_dimension(t, r, lambdas, seed=0)
+    lam, d_s = lambdas.mean(), 2 * lambdas.mean() * 0.7
+    assert ci.d_s_low < lam < d_s and ci.alpha_low > 0.5
+    assert ci.lemma_margin_low > 0 and fit.verdict(d_s, lam, ci.lemma_margin_low) == "violated"
 
 
 def test_bootstrap_is_seeded_and_carries_lambda_spread() -> None:
@@ -91,7 +103,8 @@ def test_run_records_flags_interval_verdicts_then_calibrates(tiny_cfg, tmp_path)
     assert metrics["d_s_ci_low"] <= metrics["d_s"] <= metrics["d_s_ci_high"]
     result = tracker.load_json(run_id, "fit")
     assert result["bootstrap"]["n_lambdas"] == 2  # llc.last=2 estimates resampled
-    lam, low = metrics["lambda_final"], metrics["d_s_ci_low"]
+    lam, low = metrics["lambda_final"], metrics["margin_lemma_3_4_low"]
+    assert metrics["fit_lambda_final"] == lam and metrics["fit_lambda_bar"] == metrics["lambda_bar"]
     assert tags["verdict.lemma_3_4"] == fit.verdict(metrics["d_s"], lam, low)
     # Re-fitting with the same seed reproduces the interval exactly (and resamples the 2 estimates
     # λ_final averaged, whatever llc.last the refit's own config says).
