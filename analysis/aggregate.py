@@ -65,6 +65,16 @@ def short_optimizer(target: object) -> object:
     return str(target).rsplit(".", 1)[-1].lower() if isinstance(target, str) else target
 
 
+def optimizer_labels(runs: pd.DataFrame) -> pd.Series:
+    """'sgd', 'adam', ... per run; SGD with momentum > 0 is 'sgd+momentum' (its own row in the
+    appendix H table, not averaged with plain SGD)."""
+    label = runs["optimizer._target_"].map(short_optimizer)
+    if "optimizer.momentum" in runs:
+        momentum = pd.to_numeric(runs["optimizer.momentum"], errors="coerce").fillna(0)
+        label = label.where(~((label == "sgd") & (momentum > 0)), "sgd+momentum")
+    return label
+
+
 def swept_params(runs: pd.DataFrame, params: list[str]) -> list[str]:
     """Params that take at least two values between runs, one per distinct partition of the runs
     (a param that varies exactly with another, like `llc.seed` with `seed`, is left out; one that
@@ -87,7 +97,7 @@ def model_label(row: pd.Series) -> str:
     """'MLP 128-64 (batch norm)' from the model params, or the model class alone."""
     target = str(row.get("model._target_", "model")).rsplit(".", 1)[-1]
     parts = [target]
-    for key in ("model.hidden", "model.channels", "model.name", "model.checkpoint"):
+    for key in ("model.arch", "model.hidden", "model.channels", "model.name"):
         v = row.get(key)
         if isinstance(v, str) and v not in ("None", ""):
             parts.append(v.strip("[]").replace(", ", "-"))
@@ -110,10 +120,10 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     ]
     for p in swept:
         name = AXES.get(p, p)
-        df[name] = runs[p].map(short_optimizer) if p == "optimizer._target_" else _numeric(runs[p])
+        df[name] = optimizer_labels(runs) if p == "optimizer._target_" else _numeric(runs[p])
     # The axes the figures and tables use, also when the sweep holds them fixed.
     if "optimizer" not in df and "optimizer._target_" in runs:
-        df["optimizer"] = runs["optimizer._target_"].map(short_optimizer)
+        df["optimizer"] = optimizer_labels(runs)
     for p in ("lr", "batch", "seed", "optimizer.momentum"):
         name = AXES[p]
         if name not in df and p in runs:
@@ -127,7 +137,7 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     for t in runs.columns:
         if t in ANALYSIS_TAGS and t != "failure_reason":
             df[t] = runs[t]
-    # Fig. 2b: a constant-lr run's average learning rate is its lr (a run with a schedule logs avg_lr).
+    # Fig. 2b: the train stage logs avg_lr (the mean over steps, phases included); older runs: lr.
     if "lr" in df:
         df["avg_lr"] = df["avg_lr"].fillna(df["lr"]) if "avg_lr" in df else df["lr"]
     if "displacement" in df:  # the step metric's latest value: R at the last step

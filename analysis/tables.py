@@ -75,10 +75,15 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
     """Tables 5-8: a row per run, sorted by d_s: parameters, d_s, λ ± std, architecture, batch,
     epochs (or steps, for runs trained a fixed number of steps), lr."""
     require(table, "lambda_final", "d_s")
+    nan = pd.Series(np.nan, index=table.index)
     std = table["lambda_final_std"] if "lambda_final_std" in table else pd.Series(np.nan, index=table.index)
     out = pd.DataFrame(
         {
-            "Num Params": table.get("num_params", pd.Series(np.nan, index=table.index)).astype("Int64"),
+            # The paper's tables count weight matrices and kernels (`num_weights`); older runs: all.
+            "Num Params": table.get("num_weights", nan)
+            .astype(float)
+            .fillna(table.get("num_params", nan).astype(float))
+            .astype("Int64"),
             "Spect. Dim": table["d_s"].round(3),
             "d_s 95 % CI": [_interval(a, b) for a, b in zip(*_ci(table))],
             "LLC (final)": [_pm(m, s) for m, s in zip(table["lambda_final"], std)],

@@ -50,7 +50,13 @@ class DisplacementRecorder:
 
     @torch.no_grad()
     def record(self, step: int, loss: torch.Tensor) -> None:
-        """Store the squared displacement of every tensor and the batch loss at `step`."""
+        """Store the squared displacement of every tensor and the batch loss at `step` (a step off
+        the schedule, such as the last step of a run a phase ended early, gets a row of its own)."""
+        if step not in self._row:
+            self._row[step] = len(self.steps)
+            self.steps = np.append(self.steps, step)
+            self._sq = torch.cat([self._sq, torch.full_like(self._sq[:1], float("nan"))])
+            self._loss = torch.cat([self._loss, torch.full_like(self._loss[:1], float("nan"))])
         i = self._row[step]
         diffs = torch._foreach_sub(self.params, self.w0)
         self._sq[i] = torch.stack(torch._foreach_norm(diffs)).square()
@@ -58,12 +64,14 @@ class DisplacementRecorder:
 
     def table(self, upto: int | None = None) -> pd.DataFrame:
         """Columns: step, displacement, train_batch_loss, displacement/<tensor name>..."""
-        sq = self._sq.cpu().double().numpy()
-        keep = self.steps <= (upto if upto is not None else self.steps[-1])
+        order = np.argsort(self.steps, kind="stable")  # rows added off the schedule go in place
+        steps = self.steps[order]
+        sq = self._sq.cpu().double().numpy()[order]
+        keep = steps <= (upto if upto is not None else steps[-1])
         data = {
-            "step": self.steps[keep],
+            "step": steps[keep],
             "displacement": np.sqrt(sq[keep].sum(axis=1)),
-            "train_batch_loss": self._loss.cpu().double().numpy()[keep],
+            "train_batch_loss": self._loss.cpu().double().numpy()[order][keep],
         }
         for j, name in enumerate(self.names):
             data[f"displacement/{name}"] = np.sqrt(sq[keep, j])

@@ -254,7 +254,11 @@ class Tracker:
             self.reopen(run_id)
         else:
             run_id = self.start_run(f"analysis:{sweep}", {ANALYSIS_TAG: "true", "sweep": sweep})
-        self.log_dir(run_id, folder, "analysis")
+        try:
+            self.log_dir(run_id, folder, "analysis")
+        except BaseException as e:  # never leave the analysis run RUNNING
+            self.fail(run_id, f"logging the analysis failed: {type(e).__name__}: {e}")
+            raise
         self.finish(run_id)
         return run_id
 

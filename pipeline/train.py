@@ -4,7 +4,8 @@ Reads: the config. Writes to the run: `trajectory.parquet` (step, R(t) total and
 batch loss), `evals.parquet` (train/test loss and accuracy every `train.eval_every` steps),
 `checkpoints/step_*.pt` (w_0, w at every LLC step, w_final; only w_0 and w_final when
 `train.keep_checkpoints=false`), step metrics `train/loss`, `train/acc`, `test/loss`, `test/acc`,
-`displacement`, and summary `test_acc`, `gen_error`, `num_params`, `num_weights`. With `llc.online=true`
+`displacement`, and summary `test_acc`, `gen_error`, `num_params`, `num_weights`, `avg_lr` (the
+learning rate averaged over the steps, phases included). With `llc.online=true`
 it also estimates λ at every LLC step and writes what the llc stage would. A phased run
 (`train.phases`, see `pipeline/schedule.py`) also writes `phase/<name>/start_step`, `end_step`, `epochs`
 and tags `phase.<name>`.
@@ -92,7 +93,7 @@ def run(
     evals: list[dict] = []
     llc_rows: list[dict] = []
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    step = 0
+    step, lr_sum = 0, 0.0
 
     with tempfile.TemporaryDirectory(prefix="ab-ckpt-") as tmp:
         ckpt_dir = Path(tmp) / "checkpoints"
@@ -108,11 +109,12 @@ def run(
                         loss = task.loss(model(xb), yb)
                         loss.backward()
                         opt.step()
+                        lr_sum += opt.param_groups[0]["lr"]  # Fig. 2b's average learning rate
                         last = step == steps
                         if schedule is not None:
                             last = schedule.after_step(step, loss.item()) or last
                             opt = schedule.optimizer
-                        if recorder.wants(step):
+                        if recorder.wants(step) or last:  # a phase may end the run early
                             recorder.record(step, loss)
                         if step in eval_steps or last:
                             evals.append(_eval_row(task, model, data, step, loss))
@@ -128,6 +130,8 @@ def run(
         finally:
             # Whatever happened, what was recorded reaches the run.
             _log(tracker, run_id, recorder, evals, step)
+            if step:
+                tracker.log_summary(run_id, {"avg_lr": lr_sum / step})
             if schedule is not None:
                 tracker.log_summary(run_id, {**schedule.summary(), "total_steps": step})
                 tracker.set_tags(run_id, schedule.tags())

@@ -1,6 +1,7 @@
 """R(t) from the recorder equals ||w_t - w_0|| computed directly; the schedule is what it says."""
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.displacement import DisplacementRecorder, record_schedule
@@ -44,3 +45,20 @@ def test_recorder_matches_direct_norms() -> None:
         assert np.isclose(table[f"displacement/{n}"].iloc[-1], (p - w0[n]).norm().item(), rtol=1e-6)
     per_tensor = table.filter(like="displacement/").iloc[-1].to_numpy()
     assert np.isclose(np.sqrt((per_tensor**2).sum()), table["displacement"].iloc[-1])
+
+
+def test_a_step_off_the_schedule_gets_its_own_row() -> None:
+    """A phased run that ends early records its last step even when the schedule skipped it."""
+    model = torch.nn.Linear(2, 1)
+    rec = DisplacementRecorder(model, np.array([1, 10, 100]))
+    with torch.no_grad():
+        model.weight.add_(3.0)
+    rec.record(10, torch.tensor(0.5))
+    with torch.no_grad():
+        model.bias.add_(4.0)
+    rec.record(37, torch.tensor(0.25))
+    t = rec.table(upto=37)
+    assert t["step"].tolist() == [1, 10, 37]
+    assert t["displacement"].iloc[1] == pytest.approx(np.sqrt(2 * 9.0))
+    assert t["displacement"].iloc[2] == pytest.approx(np.sqrt(2 * 9.0 + 16.0))
+    assert t["train_batch_loss"].iloc[2] == pytest.approx(0.25) and np.isnan(t["displacement"].iloc[0])
