@@ -143,6 +143,13 @@ def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
     """Checks of the ensemble and posterior settings (section 4.2 experiment)."""
     if "ensemble" not in cfg or "posterior" not in cfg:
         raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    task = cfg.dataset.get("task")
+    if task is not None and not str(task.get("_target_", "")).endswith("Classification"):
+        raise UserError(
+            f"the ensemble trains classifiers only: dataset.task={task._target_} needs stages=[train,...]"
+        )
+    if cfg.train.get("phases"):
+        raise UserError("the ensemble trains with one optimizer: train.phases needs stages=[train,...]")
     if cfg.ensemble.get("llc", "serial") not in ("serial", "batched"):
         raise UserError(f"ensemble.llc={cfg.ensemble.llc}: choose serial or batched")
     if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:

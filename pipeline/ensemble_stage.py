@@ -3,8 +3,9 @@ member's λ at its final weights and its displacement exponent α.
 
 Reads: the config; members are `ensemble.members` seeds from `ensemble.first_seed` (or the list
 `ensemble.seeds`). Each member is what a one-by-one train stage with its seed would train.
-Writes to the run: `members.parquet` (member, seed, final train/test loss and accuracy, λ as the
-llc stage estimates it: `llc`, `llc_std`, `init_loss`, `nbeta`, `status`; the fit's `alpha`,
+Writes to the run: `members.parquet` (member, seed, final train/test loss and accuracy, λ with
+the llc stage's sampler and settings (see below for how the two modes differ): `llc`, `llc_std`,
+`init_loss`, `nbeta`, `status`, the diagnostics `negative`, `nonstationary`; the fit's `alpha`,
 `alpha_se`, `r2`, `d_s`, `d_walk`), `member_trajectory.parquet` (R(t) per member, the train stage's
 columns plus `member`, `seed`), `member_evals.parquet`, `ensemble/member_weights.pt` (stacked final
 weights and seeds), summary `ensemble_members`, `time/ensemble_train_s`, `time/ensemble_llc_s`,
@@ -15,14 +16,14 @@ weights and seeds), summary `ensemble_members`, `time/ensemble_train_s`, `time/e
   the member's seed in `llc.seed`, so a member's λ is exactly what a one-by-one run with that seed
   gets there; one member at a time.
 - `ensemble.llc=batched`: devinterp's sampler once, on the stacked members (`Stacked`): the same
-  update, settings and nβ, all members in one pass (one member alone gives `llc.estimate`'s value,
-  tested). The members share the minibatches (common random numbers), so the minibatch noise that
-  dominates single estimates on small data sets is common to every member and differences between
-  members are their own. The loss at w_t is the full training loss L_n(w_t), eq. (25)'s own
-  definition: devinterp's default takes it on `num_chains` minibatches, which adds
-  nβ·(L_batch − L_n) to every estimate, and with shared batches that would be one common offset
-  for all members (about +1.4 on the moons ensemble). `llc_batch_init` keeps the devinterp-
-  convention value, which equals `llc.estimate`'s for a member alone.
+  update, settings and nβ, all members in one pass (one member alone gives `llc.estimate`'s value
+  in `llc_batch_init`, tested). The members share the minibatches (common random numbers), so the
+  minibatch noise that dominates single estimates on small data sets is common to every member
+  and differences between members are their own. The loss at w_t is the full training loss
+  L_n(w_t), eq. (25)'s own definition: devinterp's default takes it on `num_chains` minibatches,
+  which adds nβ·(L_batch − L_n) to every estimate, and with shared batches that would be one
+  common offset for all members (+0.09 on the moons ensemble, +1.36 with 256 training samples).
+  `llc_batch_init` keeps the devinterp-convention value.
 α: `pipeline.fit.compute` on the member's R(t) with `cfg.fit` (use `fit.points=all` for short runs).
 """
 
@@ -145,6 +146,13 @@ def member_llc_batched(
         )
     lam = nbeta * (trace.mean(1) - init)
     ok = torch.isfinite(lam)
+    # The llc stage's diagnostics (negative λ̂, a trending trace), from each member's own trace.
+    flags = pd.DataFrame(
+        [
+            llc.diagnose({"trace": tr[None], "nbeta": nbeta, "llc": float(lm)}, llc_cfg.get("diagnostics"))
+            for tr, lm in zip(trace.cpu().double().numpy(), lam.cpu().double().numpy())
+        ]
+    )
     return pd.DataFrame(
         {
             "init_loss": init.cpu().double().numpy(),
@@ -156,7 +164,7 @@ def member_llc_batched(
             "status": np.where(ok.cpu().numpy(), "ok", "failed: non-finite loss"),
             "llc_method": "batched",
         }
-    )
+    ).join(flags)
 
 
 def member_fits(traj: pd.DataFrame, lambdas: np.ndarray, fit_cfg: DictConfig, every: int) -> pd.DataFrame:

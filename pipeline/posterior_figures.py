@@ -40,7 +40,7 @@ def kl_vs_xi(sweep: pd.DataFrame, table2: dict, path: Path) -> None:
         fontsize=8,
     )
     ax.set_xscale("log")
-    if (sweep["kl"] > 0).all() and sweep["kl"].max() / max(sweep["kl"].min(), 1e-12) > 100:
+    if (sweep["kl"] > 0).all() and sweep["kl"].max() / max(sweep["kl"].min(), 1e-12) > 10:
         ax.set_yscale("log")
     ax.set_xlabel("characteristic length scale ξ")
     ax.set_ylabel("KL divergence (nats)")

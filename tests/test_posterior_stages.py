@@ -102,3 +102,14 @@ def test_cli_prints_table_2(tmp_path, store) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "12 SGD members" in out and "Table 2 at best ξ" in out and "C1" in out
+
+
+def test_ensemble_refuses_what_it_cannot_train(tiny_cfg) -> None:
+    """The ensemble trains classifiers with one optimizer; anything else is one line, up front."""
+    from pipeline import config
+
+    base = ["+experiment=moons_posterior_cpu"]
+    with pytest.raises(UserError, match="classifiers only"):
+        config.check(tiny_cfg(*base, "+dataset.task._target_=pipeline.tasks.CausalLM"))
+    with pytest.raises(UserError, match="one optimizer"):
+        config.check(tiny_cfg(*base, "+train.phases={head:{optimizer:{_target_:torch.optim.SGD},steps:1}}"))
