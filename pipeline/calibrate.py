@@ -148,16 +148,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
             out.pop("nbeta")  # the grid's own value, already in `s`
             rows.append({"setting": k, "step": step, **s, **out})
             if trace is not None:
-                traces.append(
-                    pd.DataFrame(
-                        {
-                            "setting": k,
-                            "chain": np.repeat(np.arange(trace.shape[0]), trace.shape[1]),
-                            "draw": np.tile(np.arange(trace.shape[1]), trace.shape[0]),
-                            "loss": trace.ravel(),
-                        }
-                    )
-                )
+                traces.append(llc.trace_table(trace, setting=k))
     table = pd.DataFrame(rows)
     best = recommend(table)
     table["recommended"] = table["setting"] == (best["setting"] if best is not None else -1)

@@ -166,21 +166,23 @@ def summarize(table: pd.DataFrame, last: int) -> dict[str, float]:
     }
 
 
+def trace_table(trace: np.ndarray, **keys: object) -> pd.DataFrame:
+    """One estimate's loss trace (chains x draws) as long rows: the `keys` columns, chain, draw, loss."""
+    chains, draws = trace.shape
+    return pd.DataFrame(
+        {
+            **keys,
+            "chain": np.repeat(np.arange(chains), draws),
+            "draw": np.tile(np.arange(draws), chains),
+            "loss": trace.ravel(),
+        }
+    )
+
+
 def tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The λ(t) table and the long table of loss traces (step, chain, draw, loss)."""
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "trace"} for r in rows])
-    traces = [
-        pd.DataFrame(
-            {
-                "step": r["step"],
-                "chain": np.repeat(np.arange(r["trace"].shape[0]), r["trace"].shape[1]),
-                "draw": np.tile(np.arange(r["trace"].shape[1]), r["trace"].shape[0]),
-                "loss": r["trace"].ravel(),
-            }
-        )
-        for r in rows
-        if r["trace"] is not None
-    ]
+    traces = [trace_table(r["trace"], step=r["step"]) for r in rows if r["trace"] is not None]
     return table, (pd.concat(traces, ignore_index=True) if traces else pd.DataFrame())
 
 
