@@ -1,8 +1,8 @@
 """The paper's checks on a sweep table: Lemma 3.4, Corollary 3.3, and the correlations.
 
 Verdicts are recomputed from the numbers (the run's own `verdict.*` tag is shown beside them):
-`holds` (d_s ≤ bound), `within_error` (d_s > bound, but the bootstrap interval of d_s − bound,
-both sides resampled, reaches 0: `margin_*_low` ≤ 0, when the run has one), `violated`, `n/a`
+`holds` (d_s ≤ bound), `within_error` (d_s > bound, but the fit stage's bootstrap interval of
+d_s − bound reaches 0: `margin_*_low` ≤ 0, when the run has one), `violated`, `n/a`
 (a side is missing or not finite). The bound is the one the fit compared with (`fit_lambda_*`:
 a phase's λ with `fit.phase`), else the llc stage's.
 """

@@ -145,9 +145,12 @@ def bootstrap_spectral_dimension(
     finite, only α is resampled (a NaN λ gives a NaN d_s interval). Seeded: same inputs, same
     interval.
 
-    The verdicts need the uncertainty of d_s − bound, not of d_s alone: λ_final is on both sides
-    of Lemma 3.4 (d_s* − λ* = λ*(2α* − 1)), and λ̄ (the mean of `bar_lambdas`, all the run's
-    estimates, resampled the same way) is noisy too; their lower percentiles are returned.
+    The verdicts need the uncertainty of d_s − bound, not of d_s alone; their lower percentiles
+    are returned. Lemma 3.4: λ_final is on both sides, d_s − λ_final = λ_final·(2α − 1), so for
+    λ_final > 0 (the lemma's setting) its sign is that of 2α − 1 and only α's uncertainty can
+    excuse a violation: λ_final·(2α* − 1) at the point λ_final (resampling λ there would let any
+    λ estimate near 0 excuse any α). Corollary 3.3 compares two different estimates, d_s* with
+    λ̄* (the mean of `bar_lambdas`, all the run's estimates, resampled the same way).
     """
     x, y = np.log(np.asarray(t, dtype=float)), np.log(np.asarray(r, dtype=float))
     lambdas = np.asarray(lambdas, dtype=float)
@@ -175,6 +178,7 @@ def bootstrap_spectral_dimension(
     else:
         lam = np.full(len(alpha), lambdas[0] if len(lambdas) else np.nan)
     d_s = 2.0 * lam * alpha
+    lambda_final = float(lambdas.mean()) if len(lambdas) else float("nan")
     bars = np.asarray(bar_lambdas if bar_lambdas is not None else lambdas, dtype=float)
     bars = bars[np.isfinite(bars)]
     if len(bars) >= 2:
@@ -193,7 +197,7 @@ def bootstrap_spectral_dimension(
         d_s_high=float(d_hi),
         alpha_low=float(a_lo),
         alpha_high=float(a_hi),
-        lemma_margin_low=low(d_s - lam),
+        lemma_margin_low=low(lambda_final * (2.0 * alpha - 1.0)),
         corollary_margin_low=low(d_s - lam_bar),
         level=float(level),
         samples=int(len(alpha)),

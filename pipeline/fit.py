@@ -33,8 +33,8 @@ from pipeline.tracking import Tracker
 
 def verdict(d_s: float, bound: float, margin_low: float = float("nan")) -> str:
     """'holds' when d_s ≤ bound; 'within_error' when d_s > bound but the interval of d_s − bound
-    reaches 0 (`margin_low` ≤ 0: the violation is inside the error bar, both sides' noise
-    counted); 'violated' otherwise; 'n/a' when d_s or the bound is not a number. Without an
+    reaches 0 (`margin_low` ≤ 0, from `bootstrap_spectral_dimension`: the violation is inside
+    the error bar); 'violated' otherwise; 'n/a' when d_s or the bound is not a number. Without an
     interval (NaN `margin_low`) a violation is 'violated'."""
     if not (np.isfinite(d_s) and np.isfinite(bound)):
         return "n/a"

@@ -57,9 +57,10 @@ def test_verdicts(d_s: float, bound: float, margin_low: float, expected: str) ->
     assert fit.verdict(d_s, bound, margin_low) == expected
 
 
-def test_lemma_margin_counts_lambda_on_both_sides() -> None:
-    """α clearly above 1/2 with noisy λ: d_s's own interval reaches below λ_final, but d_s − λ
-    = λ(2α − 1) stays positive in every replicate, so the violation is not within error."""
+def test_lemma_margin_is_alphas_uncertainty() -> None:
+    """α clearly above 1/2 with noisy λ: d_s's own interval reaches below λ_final, but
+    d_s − λ_final = λ_final(2α − 1) stays positive, so the violation is not within error; with α
+    near 1/2 it is."""
     rng = np.random.default_rng(1)
     t = np.arange(100, 5001, 100, dtype=float)
     r = t**0.7 * np.exp(rng.normal(0, 0.005, t.size))
@@ -67,7 +68,10 @@ def test_lemma_margin_counts_lambda_on_both_sides() -> None:
     ci = bootstrap_spectral_dimension(t, r, lambdas, seed=0)
     lam, d_s = lambdas.mean(), 2 * lambdas.mean() * 0.7
     assert ci.d_s_low < lam < d_s and ci.alpha_low > 0.5
+    assert ci.lemma_margin_low == pytest.approx(lam * (2 * ci.alpha_low - 1))
     assert ci.lemma_margin_low > 0 and fit.verdict(d_s, lam, ci.lemma_margin_low) == "violated"
+    near = bootstrap_spectral_dimension(t, t**0.505 * np.exp(rng.normal(0, 0.05, t.size)), lambdas, seed=0)
+    assert near.alpha_low < 0.5 < near.alpha_high and near.lemma_margin_low < 0
 
 
 def test_bootstrap_is_seeded_and_carries_lambda_spread() -> None:
