@@ -235,7 +235,11 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=_label(bound), ylabel=_label("d_s"))
     if log:
         ax.set(xscale="log", yscale="log")
-    ax.set_title(title + ("\n(bars: std of the last λ estimates)" if xerr is not None else ""), fontsize=11)
+    bars = [
+        *(["λ: std of the last estimates"] if xerr is not None else []),
+        *(["d_s: 95 % bootstrap interval"] if yerr is not None else []),
+    ]
+    ax.set_title(title + (f"\n(bars: {'; '.join(bars)})" if bars else ""), fontsize=10)
     holds = int((d["d_s"] <= d[bound]).sum())
     ax.text(
         0.02,
