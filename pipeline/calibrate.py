@@ -129,7 +129,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         model.load_state_dict(torch.load(tracker.download_file(run_id, kept[step], Path(tmp)), cfg.device))
         from devinterp.utils import default_nbeta
 
-        grid = settings(cfg, float(default_nbeta(data.loader(0))))
+        grid = settings(cfg, float(default_nbeta(data.batch_size)))
         c = cfg.calibrate
         rows, traces = [], []
         for k, s in enumerate(bar(progress, iterable=grid, desc="calibrate")):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.errors import UserError
+from pipeline.stacked import MemberBatches
 
 
 @dataclass
@@ -58,15 +58,11 @@ class Data:
             idx = order[start : start + self.batch_size]
             yield self.x_train[idx], self.y_train[idx]
 
-    def loader(self, seed: int) -> DataLoader:
-        """Shuffled DataLoader over the training set, the form devinterp's sampler consumes."""
-        g = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            TensorDataset(self.x_train, self.y_train),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=g,
-        )
+    def loader(self, seed: int) -> MemberBatches:
+        """The shuffled minibatches devinterp's sampler consumes: exactly those of
+        `DataLoader(TensorDataset(x_train, y_train), batch_size, shuffle=True, generator=seeded)`,
+        sliced from memory instead of collated sample by sample (`pipeline.stacked.MemberBatches`)."""
+        return MemberBatches(self.x_train, self.y_train, self.batch_size, int(seed))
 
 
 def _split(

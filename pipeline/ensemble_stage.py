@@ -41,14 +41,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
-from torch import nn
-from torch.func import functional_call
 
 from pipeline import build, fit, llc
 from pipeline.data import Data
 from pipeline.ensemble import Ensemble, seeds_of, train
 from pipeline.errors import UserError
 from pipeline.progress import bar
+from pipeline.stacked import Stacked
 from pipeline.tracking import Tracker
 
 WEIGHTS = "ensemble/member_weights.pt"
@@ -64,28 +63,6 @@ def member_llc(ens: Ensemble, data: Data, llc_cfg: DictConfig, step: int, device
         row = llc.estimate(ens.member(i).to(device), data, cfg_i, step, device)
         rows.append({k: v for k, v in row.items() if k != "trace"})
     return pd.DataFrame(rows)
-
-
-class Stacked(nn.Module):
-    """The ensemble as one module whose parameters are the stacked tensors: out (members, batch, ...).
-
-    devinterp's sampler takes one model; handed this one, its SGLD update (elementwise) and the
-    summed loss below give every member its own chain, all in one pass."""
-
-    def __init__(self, ens: Ensemble) -> None:
-        super().__init__()
-        self.names = list(ens.params)
-        self.stacked = nn.ParameterList([nn.Parameter(ens.params[k].detach().clone()) for k in self.names])
-        self.extra = {k: v.clone() for k, v in ens.buffers.items()}
-        self.member = copy.deepcopy(ens.base)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def one(ps, bs, xb):
-            return functional_call(self.member, (dict(zip(self.names, ps)), bs), (xb,))
-
-        return torch.vmap(one, in_dims=(0, 0, None), randomness="different")(
-            list(self.stacked), self.extra, x
-        )
 
 
 def _per_member_ce(model: Stacked, batch) -> dict:
@@ -105,12 +82,11 @@ def member_llc_batched(
     estimates, so `llc_batch_init` equals the serial value in distribution, not bitwise."""
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import sample
-    from devinterp.utils import default_nbeta
 
-    seed = int(llc_cfg.seed) * 1_000_003 + step
+    seed = llc.sampler_seed(llc_cfg.seed, step)
     loader = data.loader(seed)
-    nbeta = float(llc_cfg.nbeta) if llc_cfg.nbeta is not None else float(default_nbeta(loader))
-    model = Stacked(ens).to(device).train()
+    nbeta = llc.nbeta(llc_cfg, data.batch_size)
+    model = Stacked(ens.base, ens.params, ens.buffers, shared=True).to(device).train()
     with torch.no_grad():  # the loss at w_t as devinterp takes it: num_chains batches, train mode
         batches = list(islice(loader, min(int(llc_cfg.num_chains), len(loader))))
         init_batch = torch.stack(
@@ -140,6 +116,7 @@ def member_llc_batched(
             num_chains=int(llc_cfg.num_chains),
             num_burnin_steps=int(llc_cfg.num_burnin_steps),
             num_steps_bw_draws=int(llc_cfg.num_steps_bw_draws),
+            init_loss=1.0,  # unused (λ is computed above and below, per member); skips devinterp's own
             seed=seed,
             device=device,
             verbose=False,

@@ -25,7 +25,8 @@ from __future__ import annotations
 import re
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import build
 from pipeline.data import Data
 from pipeline.errors import UserError
+from pipeline.models import num_params
 from pipeline.progress import bar
+from pipeline.stacked import MemberBatches, Stacked
+from pipeline.tasks import Classification, Task
 from pipeline.tracking import Tracker
 
 # devinterp warns on every call about choices the paper's Table 3 makes on purpose
@@ -86,6 +90,19 @@ def diagnose(row: dict, diagnostics: DictConfig | None) -> dict:
     }
 
 
+def sampler_seed(llc_seed: int, step: int) -> int:
+    """devinterp's seed for the estimate at training step `step`: reproducible, and other noise
+    (and other minibatches) at every step."""
+    return int(llc_seed) * 1_000_003 + int(step)
+
+
+def nbeta(llc: DictConfig, batch_size: int) -> float:
+    """nβ: the setting, else devinterp's `default_nbeta`, batch / log(batch)."""
+    from devinterp.utils import default_nbeta
+
+    return float(llc.nbeta) if llc.nbeta is not None else float(default_nbeta(int(batch_size)))
+
+
 def estimate(
     model: torch.nn.Module,
     data: Data,
@@ -103,16 +120,14 @@ def estimate(
     The row carries the diagnostics of `diagnose` (negative λ̂, non-stationary trace)."""
     from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-    from devinterp.utils import default_nbeta, evaluate_ce, get_init_loss_multi_batch
+    from devinterp.utils import evaluate_ce, get_init_loss_multi_batch
 
     evaluate = evaluate or evaluate_ce
-    seed = int(llc.seed) * 1_000_003 + step
-
+    seed = sampler_seed(llc.seed, step)
     loader = data.loader(seed)
-    nbeta = float(llc.nbeta) if llc.nbeta is not None else float(default_nbeta(loader))
+    row = {"nbeta": nbeta(llc, data.batch_size)}
     # The loss at w_t, computed as devinterp does (train mode, num_chains batches), kept for the record.
-    init_loss = get_init_loss_multi_batch(loader, int(llc.num_chains), model, evaluate, device)
-    row = {"init_loss": init_loss, "nbeta": nbeta}
+    row["init_loss"] = get_init_loss_multi_batch(loader, int(llc.num_chains), model, evaluate, device)
     with warnings.catch_warnings():
         for msg in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=re.escape(msg))
@@ -122,16 +137,12 @@ def estimate(
                 loader,
                 evaluate=evaluate,
                 sampling_method=SGMCMC.sgld,
-                optimizer_kwargs={
-                    "lr": float(llc.lr),
-                    "localization": float(llc.localization),
-                    "nbeta": nbeta,
-                },
+                optimizer_kwargs=_sgld_kwargs(llc, row["nbeta"]),
                 num_draws=int(llc.num_draws),
                 num_chains=int(llc.num_chains),
                 num_burnin_steps=int(llc.num_burnin_steps),
                 num_steps_bw_draws=int(llc.num_steps_bw_draws),
-                init_loss=init_loss,
+                init_loss=row["init_loss"],
                 seed=seed,
                 device=device,
                 verbose=False,
@@ -146,6 +157,110 @@ def estimate(
         "trace": np.asarray(out["loss/trace"]),
     }
     return row | diagnose(row, llc.get("diagnostics"))
+
+
+def _sgld_kwargs(llc: DictConfig, nb: float) -> dict:
+    return {"lr": float(llc.lr), "localization": float(llc.localization), "nbeta": nb}
+
+
+def estimate_many(
+    model: torch.nn.Module,
+    states: Sequence[Mapping[str, torch.Tensor]],
+    data: Data,
+    llc: DictConfig,
+    steps: Sequence[int],
+    device: str,
+    task: Task,
+    seeds: Sequence[int] | None = None,
+) -> list[dict]:
+    """λ at each of `states` (weights of `model`'s architecture, at training steps `steps`) from ONE
+    devinterp SGLD run on the stacked copies (`pipeline.stacked`); rows as `estimate` returns them.
+
+    Member i is what `estimate` does at `steps[i]` with `llc.seed = seeds[i]` (default `llc.seed`):
+    the same sampler, settings and nβ, the same minibatches (its own stream, seeded as there) and
+    the same loss at w_t (devinterp's: `num_chains` batches in train mode). Only the Gaussian noise
+    differs: one draw per stacked tensor serves every member, so each member's noise is independent
+    of the others' but not the draw `estimate` makes (with a single member it is that draw, tested).
+    A member whose chain diverges fails alone. `task` gives the members' losses
+    (`Task.member_losses`)."""
+    from devinterp.optim import SGMCMC
+    from devinterp.slt.sampler import sample
+
+    seeds = [int(llc.seed)] * len(states) if seeds is None else [int(s) for s in seeds]
+    member_seeds = [sampler_seed(s, t) for s, t in zip(seeds, steps)]
+    nb = nbeta(llc, data.batch_size)
+    chains, draws = int(llc.num_chains), int(llc.num_draws)
+    stacked = Stacked.from_states(model, states).to(device).train()
+    loader = MemberBatches(data.x_train.to(device), data.y_train.to(device), data.batch_size, member_seeds)
+
+    def evaluate(m: Stacked, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        x, y = batch
+        per = task.member_losses(m(x), y)
+        return {"loss": per.sum(), "per_member": per.detach()}
+
+    with torch.no_grad():  # the loss at w_t, as devinterp's get_init_loss_multi_batch takes it
+        first = islice(loader, min(chains, len(loader)))
+        init = torch.stack([evaluate(stacked, b)["per_member"] for b in first]).mean(0)
+    trace = torch.zeros(len(states), chains, draws, device=device)
+
+    def record(draw: int, chain: int, results: dict, **_) -> None:
+        trace[:, chain, draw] = results["per_member"]
+
+    with warnings.catch_warnings():
+        for msg in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=re.escape(msg))
+        sample(
+            stacked,
+            loader,
+            callbacks=[record],
+            evaluate=evaluate,
+            sampling_method=SGMCMC.sgld,
+            optimizer_kwargs=_sgld_kwargs(llc, nb),
+            num_draws=draws,
+            num_chains=chains,
+            num_burnin_steps=int(llc.num_burnin_steps),
+            num_steps_bw_draws=int(llc.num_steps_bw_draws),
+            init_loss=1.0,  # unused: λ is computed below, per member; non-zero so devinterp skips its own
+            seed=member_seeds[0],
+            device=device,
+            verbose=False,
+        )
+    return [_member_row(tr, float(i0), nb, llc) for tr, i0 in zip(trace.cpu().numpy(), init.cpu().numpy())]
+
+
+def _member_row(trace: np.ndarray, init_loss: float, nb: float, llc: DictConfig) -> dict:
+    """One member's row from its loss trace (chains x draws), as devinterp's LLCEstimator computes it."""
+    row: dict = {"nbeta": nb, "init_loss": init_loss}
+    bad = np.argwhere(~np.isfinite(trace))
+    if len(bad):
+        chain, draw = bad[np.lexsort((bad[:, 1], bad[:, 0]))][0]
+        status = f"failed: NaN detected in loss at chain {chain}, draw {draw}"
+        row |= {"llc": np.nan, "llc_std": np.nan, "status": status, "trace": None}
+        return row | diagnose(row, llc.get("diagnostics"))
+    per_chain = nb * (trace.mean(1) - init_loss)
+    row |= {
+        "llc": float(per_chain.mean()),
+        "llc_std": float(per_chain.std(ddof=1)) if len(per_chain) > 1 else np.nan,
+        "status": "ok",
+        "trace": trace,
+    }
+    return row | diagnose(row, llc.get("diagnostics"))
+
+
+def method_for(llc: DictConfig, task: Task) -> str:
+    """How the llc stage runs its estimates: `llc.method` (batched or serial), serial for tasks
+    whose models are not stacked (language models: HuggingFace modules are not vmapped here)."""
+    method = str(llc.get("method", "serial"))
+    if method not in ("batched", "serial"):
+        raise UserError(f"llc.method={method}: choose batched or serial")
+    return method if isinstance(task, Classification) else "serial"
+
+
+def stacked_groups(count: int, num_params: int, max_stacked: int) -> list[range]:
+    """Consecutive groups of `count` members, each holding at most `max_stacked` parameters in all
+    (at least one member per group), so one pass's memory stays bounded whatever the run's length."""
+    per = max(1, int(max_stacked) // max(1, int(num_params)))
+    return [range(i, min(i + per, count)) for i in range(0, count, per)]
 
 
 def summarize(table: pd.DataFrame, last: int) -> dict[str, float]:
@@ -235,8 +350,20 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         data = build.data(trained)
         model = build.model(trained, data).to(cfg.device)
         task = build.task(trained)
+        method = method_for(cfg.llc, task)
+        tracker.set_tags(run_id, {"llc.method": method})
         rows = []
-        for step, f in bar(progress, iterable=chosen, desc="llc"):
-            model.load_state_dict(torch.load(f, map_location=cfg.device))
-            rows.append({"step": step, **estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)})
+        if method == "batched":
+            groups = stacked_groups(len(chosen), num_params(model), int(cfg.llc.max_stacked))
+            for group in bar(progress, iterable=groups, desc=f"llc ({len(chosen)} estimates, batched)"):
+                part = [chosen[i] for i in group]
+                states = [torch.load(f, map_location=cfg.device) for _, f in part]
+                steps = [step for step, _ in part]
+                found = estimate_many(model, states, data, cfg.llc, steps, cfg.device, task)
+                rows += [{"step": step, **row} for step, row in zip(steps, found)]
+        else:
+            for step, f in bar(progress, iterable=chosen, desc="llc"):
+                model.load_state_dict(torch.load(f, map_location=cfg.device))
+                row = estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)
+                rows.append({"step": step, **row})
     return record(tracker, run_id, rows, cfg)
