@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class Stacked(nn.Module):
@@ -99,6 +99,8 @@ class MemberBatches(DataLoader):
         # DataLoader.__init__ is not called: nothing of its machinery is used.
         self.single = isinstance(seeds, int)
         self.x, self.y = x, y
+        # devinterp re-reads the data through `dataset` when a loss at w_t of exactly 0 is passed.
+        self.dataset = TensorDataset(x, y)
         self.batch_size = int(batch_size)
         self.n = len(y)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in ([seeds] if self.single else seeds)]
