@@ -14,7 +14,7 @@ from pipeline import schedule
 from pipeline.errors import UserError
 
 # Keys that say where and how a job runs, not what it computes: left out of the config hash.
-RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress")
+RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "seeds")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
 STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")

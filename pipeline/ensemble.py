@@ -162,11 +162,14 @@ def train(
     seeds: Sequence[int],
     progress: bool | None = None,
     loss: Callable = F.cross_entropy,
+    snapshot: Callable[[int, Ensemble], None] | None = None,
 ) -> Trained:
     """Train one member per seed with `cfg`'s model, optimizer and schedule, all at once.
 
     Records R(t) = ||w_t - w_0|| per member (total and per tensor) on the train stage's schedule,
-    and every member's train/test loss and accuracy every `train.eval_every` steps.
+    and every member's train/test loss and accuracy every `train.eval_every` steps. `snapshot(step,
+    ensemble)` is called where the train stage keeps checkpoints: at step 0, every `llc.every` steps
+    and at the last step.
     """
     check_optimizer(cfg)
     device = cfg.device
@@ -192,6 +195,9 @@ def train(
     sq = torch.full((len(schedule), m, len(names)), float("nan"), device=device)
     batch_loss = torch.full((len(schedule), m), float("nan"), device=device)
     evals: list[pd.DataFrame] = []
+    kept = {0, *range(every, steps + 1, every), steps}
+    if snapshot is not None:
+        snapshot(0, ens)
     with bar(progress, total=steps, desc=f"ensemble ({m} members)") as pbar:
         for step, idx in zip(range(1, steps + 1), batches(seeds, data, device)):
             xb, yb = x_train[idx], y_train[idx]
@@ -207,6 +213,8 @@ def train(
             if step in eval_steps:
                 evals.append(_eval_frame(ens, step, x_train, y_train, x_test, y_test, loss))
                 pbar.set_postfix(loss=f"{evals[-1]['train_loss'].median():.4f}", refresh=False)
+            if snapshot is not None and step in kept:
+                snapshot(step, ens)
             pbar.update(1)
     traj = _trajectory(
         schedule, sq.cpu().double().numpy(), batch_loss.cpu().double().numpy(), names, ens.seeds

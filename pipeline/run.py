@@ -165,6 +165,10 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
 
 def main(cfg: DictConfig, job: JobInfo) -> int:
     """Entry point for one job; returns the process exit status (0 ok, 1 failed, 2 bad input)."""
+    if cfg.get("seeds") is not None:  # many seeds in one batched job, one run each
+        from pipeline import batched_seeds
+
+        return batched_seeds.main(cfg, job)
     try:
         tracker, run_id, metrics = execute(cfg, job)
     except UserError as e:

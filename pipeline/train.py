@@ -129,7 +129,7 @@ def run(
                             break
         finally:
             # Whatever happened, what was recorded reaches the run.
-            _log(tracker, run_id, recorder, evals, step)
+            log_records(tracker, run_id, recorder.table(upto=step), evals)
             if step:
                 tracker.log_summary(run_id, {"avg_lr": lr_sum / step})
             if schedule is not None:
@@ -157,14 +157,8 @@ def _eval_row(task: Task, model: nn.Module, data: Data, step: int, batch_loss: t
     }
 
 
-def _log(
-    tracker: Tracker,
-    run_id: str,
-    recorder: DisplacementRecorder,
-    evals: list[dict],
-    last_step: int,
-) -> None:
-    traj = recorder.table(upto=last_step)
+def log_records(tracker: Tracker, run_id: str, traj: pd.DataFrame, evals: list[dict]) -> None:
+    """The trajectory and evaluations as tables and step metrics (`displacement`, `train/loss`, ...)."""
     tracker.log_table(run_id, traj, "trajectory")
     rows = [("displacement", int(s), float(v)) for s, v in zip(traj["step"], traj["displacement"])]
     if evals:
