@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from pipeline import build, config, llc
 from pipeline.models import num_params
@@ -36,7 +36,14 @@ def sweep_jobs(name: str) -> list[list[str]]:
         cfg = compose(config_name="config", overrides=[f"+experiment={name}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    return BasicSweeper.split_arguments(parsed, None)[0] or [[]]
+
+
+def expected_runs(name: str) -> int:
+    """Runs the sweep writes: one per job, or one per seed of a batched `seeds` job."""
+    seeds = compose_cfg([f"+experiment={name}"]).seeds
+    per_job = 1 if seeds is None else (len(seeds) if OmegaConf.is_list(seeds) else int(seeds))
+    return len(sweep_jobs(name)) * per_job
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +68,7 @@ def test_every_vision_experiment_has_a_cpu_variant_with_a_header() -> None:
 @pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e.removesuffix("_cpu") in VISION])
 def test_experiment_builds_trains_one_step_and_estimates_llc(name: str, data_root: Path) -> None:
     jobs = sweep_jobs(name)
-    assert jobs, "an experiment is a sweep"
+    assert jobs != [[]] or expected_runs(name) > 1, "an experiment is a sweep, or many seeds in one job"
     full = not name.endswith("_cpu")
     tiny = ["batch=4", "llc.num_draws=2", "threads=1"]
     if full:
@@ -124,5 +131,5 @@ def test_cpu_variant_runs_from_the_command_line(name: str, tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr[-2000:]
     runs = Tracker(store, "almost-bayesian").find_runs({})
-    assert len(runs) == len(sweep_jobs(name))
+    assert len(runs) == expected_runs(name)
     assert all(r.info.status == "FINISHED" and "lambda_final" in r.data.metrics for r in runs)
