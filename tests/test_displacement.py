@@ -62,3 +62,15 @@ def test_a_step_off_the_schedule_gets_its_own_row() -> None:
     assert t["displacement"].iloc[1] == pytest.approx(np.sqrt(2 * 9.0))
     assert t["displacement"].iloc[2] == pytest.approx(np.sqrt(2 * 9.0 + 16.0))
     assert t["train_batch_loss"].iloc[2] == pytest.approx(0.25) and np.isnan(t["displacement"].iloc[0])
+
+
+def test_displacement_metric_keeps_evaluations_and_log_spaced_steps() -> None:
+    from pipeline.train import metric_steps
+
+    steps = np.arange(1, 3751)
+    shown = metric_steps(steps, range(100, 3751, 100))
+    assert set(range(100, 3751, 100)) | {1, 2, 3750} <= set(shown.tolist())
+    assert 150 < len(shown) < 250 and np.all(np.diff(shown) > 0)
+    ratios = shown[1:] / shown[:-1]
+    assert ratios[shown[:-1] >= 20].max() < 1.1  # no wider gap than a log-spaced grid of ~200 points
+    assert metric_steps(np.arange(1, 91), [30]).tolist() == list(range(1, 91))  # short runs: every step
