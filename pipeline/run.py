@@ -6,6 +6,7 @@ goes on with the next point.
 
 from __future__ import annotations
 
+import importlib
 import platform
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, calibrate, config, ensemble_stage, fit, llc, posterior_stage, train
+from pipeline import build, config, fit, llc, train
 from pipeline.errors import UserError
 from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
@@ -84,6 +85,12 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
     return run.info.run_id, run.info.status
 
 
+def _stage(module: str):
+    """A stage module imported when used: the posterior and calibrate stages pull in scikit-learn's
+    metrics and matplotlib (about a second of start-up that the default job does not need)."""
+    return importlib.import_module(f"pipeline.{module}")
+
+
 def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
@@ -101,9 +108,9 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         "train": lambda: train.run(cfg, tracker, run_id, progress, data, model),
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
-        "calibrate": lambda: calibrate.run(cfg, tracker, run_id, progress),
-        "ensemble": lambda: ensemble_stage.run(cfg, tracker, run_id, progress, data),
-        "posterior": lambda: posterior_stage.run(cfg, tracker, run_id, progress),
+        "calibrate": lambda: _stage("calibrate").run(cfg, tracker, run_id, progress),
+        "ensemble": lambda: _stage("ensemble_stage").run(cfg, tracker, run_id, progress, data),
+        "posterior": lambda: _stage("posterior_stage").run(cfg, tracker, run_id, progress),
     }
     try:
         tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
@@ -182,6 +189,8 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
             raise
         print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    posterior = config.first_stage(cfg.stages) == "ensemble"
-    print(posterior_stage.report(tracker, run_id) if posterior else report(tracker, run_id, metrics))
+    if config.first_stage(cfg.stages) == "ensemble":
+        print(_stage("posterior_stage").report(tracker, run_id))
+    else:
+        print(report(tracker, run_id, metrics))
     return 0
