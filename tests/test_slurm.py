@@ -75,6 +75,13 @@ def one_run_per_point_needs_resume() -> None:
         pytest.xfail("one run per requeued point needs resume (branch issue-resume): a second run is created")
 
 
+def test_without_slurm_the_reason_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no slurmctld, no munged
+    reason = slurm_cluster.missing()
+    assert reason.startswith("Slurm/munge not installed (munged, mungekey, slurmctld")
+    assert reason.endswith(": apt-get update && apt-get install -y slurm-wlm munge")
+
+
 def test_the_test_cluster_runs_batch_jobs(cluster, tmp_path: Path) -> None:
     out, cpus = tmp_path / "job.out", slurm_cluster.node_cpus()
     script = "srun echo $SLURM_CPUS_PER_TASK $SLURM_JOB_PARTITION"
@@ -192,10 +199,10 @@ def test_preempted_point_is_requeued_and_finishes(cluster, tmp_path: Path, store
 @pytest.mark.slow
 def test_timed_out_point_is_requeued_max_num_timeout_times(cluster, tmp_path: Path, store: str) -> None:
     tracker = fresh_store(store, "timeout")
-    # A one-minute limit and a point that needs far longer: Slurm itself sends USR2 50 s before the
-    # limit (it checks every ~30 s), submitit sees a time-out, requeues once (max_num_timeout=1),
-    # and after the second time-out gives up. Every attempt starts the point from scratch until resume.
-    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50"]
+    # A one-minute limit and a point that needs far longer: Slurm itself sends USR2 45 s before the
+    # limit (it checks every ~30 s; the job has its run by then), submitit sees a time-out, requeues
+    # once (max_num_timeout=1), and after the second time-out gives up.
+    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45"]
     limits += ["hydra.launcher.max_num_timeout=1"]
     endless = ["seed=0", "train.steps=1000000", "llc.every=100000", "progress=false"]
     t0 = time.perf_counter()
@@ -210,7 +217,7 @@ def test_timed_out_point_is_requeued_max_num_timeout_times(cluster, tmp_path: Pa
     assert proc.returncode == 0, (tmp_path / "launch.out").read_text()[-3000:]
 
     (log,) = submitit_logs(tmp_path).values()
-    assert "#SBATCH --signal=USR2@50" in submission_script(tmp_path).splitlines()
+    assert "#SBATCH --signal=USR2@45" in submission_script(tmp_path).splitlines()
     assert count(log, "Starting with JobEnvironment") == 2
     assert count(log, "this job is timed-out") == 2
     assert "(0 remaining timeouts)" in log  # the first time-out requeued it
