@@ -62,10 +62,11 @@ def share_cores(hc) -> None:
     config.threads() how many jobs share the cores, so that they do not oversubscribe them."""
     n_jobs = hc.launcher.get("n_jobs")
     if n_jobs is not None:
-        from joblib import effective_n_jobs
+        from pipeline.config import cores
 
-        # joblib's own reading of n_jobs (-1: one per core), the number of jobs its Parallel runs.
-        os.environ["AB_PARALLEL_JOBS"] = str(effective_n_jobs(int(n_jobs)))
+        # joblib's reading of n_jobs for its loky processes: -1 is one per core, -2 all but one, ...
+        n = int(n_jobs)
+        os.environ["AB_PARALLEL_JOBS"] = str(n if n > 0 else max(cores() + 1 + n, 1))
 
 
 def job_info(cfg: DictConfig):
