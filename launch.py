@@ -5,10 +5,13 @@ Examples:
     python launch.py -m optimizer=sgd,adam lr=1e-3,1e-2 batch=64,256 seed=0,1
     python launch.py stages=[fit] fit.start_step=1000  # refit the newest matching run, no retraining
     python launch.py stages=[calibrate] run_id=<id>     # SGLD settings grid on the run's last checkpoint
+    python launch.py -m hydra/launcher=parallel seed=0,1,2,3            # jobs at once on this machine
+    python launch.py -m hydra/launcher=slurm hydra.launcher.partition=P seed=0,1,2,3   # on Slurm
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,11 +19,25 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 warnings.filterwarnings("ignore", message=".*SGLD has been deprecated.*")
 
 CONF = Path(__file__).resolve().parent / "conf"
+# The Python environment that launched the sweep: the Slurm preset's setup line activates it on the nodes.
+OmegaConf.register_new_resolver("python_prefix", lambda: sys.prefix, replace=True)
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group: our YAML files, and for hydra/* groups the plugins' too."""
+    choices = {p.stem for p in (CONF / group).glob("*.yaml")}
+    if group.startswith("hydra/"):
+        from hydra.core.config_store import ConfigStore
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()  # registers the installed launchers' configs (submitit_slurm, joblib, ...)
+        choices |= {Path(name).stem for name in ConfigStore.instance().list(group)}
+    return sorted(choices)
 
 
 def unknown_group_option(argv: list[str]) -> str | None:
@@ -33,11 +50,23 @@ def unknown_group_option(argv: list[str]) -> str | None:
         group = CONF / key
         if not sep or not group.is_dir() or any(c in value for c in "()[]*"):
             continue
-        choices = sorted(p.stem for p in group.glob("*.yaml"))
+        choices = group_choices(key)
         for name in value.split(","):
             if name and name not in choices:
                 return f"unknown {key} '{name}': choose from {', '.join(choices)}"
     return None
+
+
+def share_cores(hc) -> None:
+    """Under a launcher that runs `n_jobs` at once on this machine (hydra/launcher=parallel), tell
+    config.threads() how many jobs share the cores, so that they do not oversubscribe them."""
+    n_jobs = hc.launcher.get("n_jobs")
+    if n_jobs is not None:
+        from pipeline.config import cores
+
+        # joblib's reading of n_jobs for its loky processes: -1 is one per core, -2 all but one, ...
+        n = int(n_jobs)
+        os.environ["AB_PARALLEL_JOBS"] = str(n if n > 0 else max(cores() + 1 + n, 1))
 
 
 def job_info(cfg: DictConfig):
@@ -55,6 +84,7 @@ def job_info(cfg: DictConfig):
 def main(cfg: DictConfig) -> None:
     from pipeline.run import main as run_main
 
+    share_cores(HydraConfig.get())
     info = job_info(cfg)
     status = run_main(cfg, info)
     if status and not info.multirun:

@@ -195,12 +195,39 @@ def check_with_data(cfg: DictConfig, n_train: int, steps_per_epoch: int) -> int:
     return steps
 
 
+def cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a container's CPU quota.
+
+    joblib's count, so that the parallel launcher's `n_jobs=-1` (one job per core) means the same cores.
+    """
+    from joblib import cpu_count
+
+    return max(1, cpu_count())
+
+
 def threads(setting: int | None) -> int:
     """Torch threads for one job: the setting, else the cores this process may use divided by
-    the jobs sharing them (Slurm's CPUs per task, or AB_PARALLEL_JOBS set by a local launcher)."""
+    the jobs sharing them (Slurm's CPUs per task, or AB_PARALLEL_JOBS set by the parallel launcher)."""
     if setting:
         return max(1, int(setting))
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, int(os.environ.get("AB_PARALLEL_JOBS", "1"))))
+    return max(1, cores() // max(1, int(os.environ.get("AB_PARALLEL_JOBS", "1"))))
+
+
+def slurm_job() -> str | None:
+    """The Slurm job this process runs in, as squeue and submitit name it (`<array job>_<task>`)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def placement_tags(torch_threads: int) -> dict[str, str]:
+    """Run tags saying how the job ran: torch threads, jobs sharing the cores, the Slurm job."""
+    tags = {"torch_threads": str(torch_threads)}
+    if os.environ.get("AB_PARALLEL_JOBS"):
+        tags["parallel_jobs"] = os.environ["AB_PARALLEL_JOBS"]
+    if job := slurm_job():
+        tags["slurm_job"] = job
+    return tags

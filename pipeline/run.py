@@ -68,6 +68,7 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
             "config_hash": config.config_hash(cfg),
             "train_hash": config.train_hash(cfg),
             "multirun": str(job.multirun),
+            **config.placement_tags(torch.get_num_threads()),
             **provenance(),
         }
         return tracker.start_run(job.name, tags), None

@@ -49,9 +49,11 @@ def tiny_cfg(store: str):
     return make
 
 
-def launch(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def launch(
+    args: list[str], cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would (`env`: variables to add, e.g. SLURM_CONF)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "launch.py"), *args],
