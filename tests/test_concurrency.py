@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -146,12 +147,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 @pytest.fixture
 def tracking_server(tmp_path: Path):
-    """Factory: `mlflow server` on 127.0.0.1 (free port) on a backend store, serving artifacts
-    from a folder of its own machine (as on a cluster's head node); yields its URL."""
+    """Factory: `mlflow server` on 127.0.0.1 (a free port unless given) on a backend store,
+    serving artifacts from a folder of its own machine (as on a cluster's head node); returns
+    its URL and process. Every server it started is stopped at the end."""
     servers: list[subprocess.Popen] = []
 
-    def start(backend: str) -> str:
-        port, log = free_port(), tmp_path / f"server-{len(servers)}.log"
+    def start(backend: str, port: int | None = None) -> tuple[str, subprocess.Popen]:
+        port, log = port or free_port(), tmp_path / f"server-{len(servers)}.log"
         command = [
             str(Path(sys.executable).parent / "mlflow"),
             "server",
@@ -172,7 +174,7 @@ def tracking_server(tmp_path: Path):
         servers.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_until_up(proc, f"{url}/health", log)
-        return url
+        return url, proc
 
     yield start
     for proc in servers:
@@ -182,7 +184,7 @@ def tracking_server(tmp_path: Path):
 def test_parallel_jobs_on_a_tracking_server_with_sqlite(tmp_path: Path, tracking_server) -> None:
     db = tmp_path / "server.db"
     assert use_wal(db) == "wal"  # what README's set-up does before starting the server
-    url = tracking_server(f"sqlite:///{db}")
+    url, _ = tracking_server(f"sqlite:///{db}")
     results, wall = run_jobs(url, tmp_path)
     check_jobs(url, results, wall, "mlflow server, SQLite backend")
     assert any((tmp_path / "mlartifacts").rglob("trajectory.parquet"))  # artifacts went via the server
@@ -261,7 +263,7 @@ def postgres() -> Iterator[str]:
 def test_parallel_jobs_on_a_tracking_server_with_postgres(
     tmp_path: Path, postgres: str, tracking_server
 ) -> None:
-    url = tracking_server(postgres)
+    url, _ = tracking_server(postgres)
     results, wall = run_jobs(url, tmp_path)
     check_jobs(url, results, wall, "mlflow server, PostgreSQL backend")
 
@@ -280,3 +282,30 @@ def test_a_write_retried_after_sqlites_busy_timeout_succeeds(tmp_path: Path) -> 
     assert holder.wait(timeout=60) == 0
     assert tracker.retries >= 1
     assert points(db, run_id) == {"displacement": 800}
+
+
+def test_a_write_rides_out_a_tracking_server_restart(tmp_path: Path, tracking_server, monkeypatch) -> None:
+    """The server goes down between two writes and comes back on the same port 5 s later: the
+    write is refused ("connection refused"), retried until the server answers, and lands once."""
+    from pipeline.tracking import Tracker
+    from tests.test_tracking_retry import series
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # what Tracker sets, undone after
+    db = tmp_path / "server.db"
+    use_wal(db)
+    url, proc = tracking_server(f"sqlite:///{db}")
+    tracker = Tracker(url, "restart", max_wait_s=180)
+    run_id = tracker.start_run("r", {"sweep": "t"})
+    tracker.log_metric_rows(run_id, series(1000))
+    stop(proc)
+    port = int(url.rsplit(":", 1)[1])
+    restart = threading.Timer(5, tracking_server, args=(f"sqlite:///{db}", port))
+    restart.start()
+    try:
+        tracker.log_metric_rows(run_id, series(1000, offset=1000))
+        tracker.finish(run_id)
+    finally:
+        restart.join()
+    assert tracker.retries >= 1
+    assert len(tracker.client.get_metric_history(run_id, "displacement")) == 2000
+    assert tracker.get_run(run_id).info.status == "FINISHED"
