@@ -10,7 +10,8 @@ metrics (see `pipeline/train.py`, `llc.py`, `fit.py`), plus tags `batched_seeds`
 treat them as ordinary runs.
 
 Reads: the config. Writes, per seed: the train, llc and fit stages' artifacts and metrics; the stage
-times `time/<stage>_s` are the job's divided by the number of seeds (amortised).
+times `time/<stage>_s` and `time/tracking_s` are the job's divided by the number of seeds (amortised),
+`tracking_share` is the job's.
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def execute(cfg: DictConfig, job) -> tuple[Tracker, list[Member]]:
     """Train, estimate and fit every seed; returns the tracker and the members (failed ones say why)."""
     from pipeline import run  # run imports this module
 
+    start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
     config.check(cfg)
     check(cfg)
     torch.set_num_threads(config.threads(cfg.threads))
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
     data = build.data(cfg)  # data problems surface before any run exists
     config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     seeds = seeds_of(cfg)
@@ -127,8 +129,14 @@ def execute(cfg: DictConfig, job) -> tuple[Tracker, list[Member]]:
                 if not isinstance(e, (UserError, KeyboardInterrupt)):
                     tracker.log_text(m.run_id, traceback.format_exc(), "error.txt")
         raise
+    tracking = {  # the job's, shared by its seeds as the stage times are
+        "time/tracking_s": tracker.seconds / len(members),
+        "tracking_share": tracker.seconds / (time.perf_counter() - start),
+        "tracking_retries": tracker.retries,
+    }
     for m in members:
         if m.failed is None:
+            tracker.log_summary(m.run_id, tracking)
             tracker.finish(m.run_id)
     return tracker, members
 

@@ -94,9 +94,10 @@ def _stage(module: str):
 
 def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
+    start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
     data = model = None
     if config.first_stage(cfg.stages) in cfg.stages:  # data problems surface before a run exists
         data = build.data(cfg)
@@ -131,6 +132,14 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         if not isinstance(e, (UserError, train.Diverged, KeyboardInterrupt)):
             tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         raise
+    tracker.log_summary(
+        run_id,
+        {
+            "time/tracking_s": tracker.seconds,
+            "tracking_share": tracker.seconds / (time.perf_counter() - start),
+            "tracking_retries": tracker.retries,
+        },
+    )
     tracker.finish(run_id)
     return tracker, run_id, tracker.summary(run_id)
 
@@ -165,7 +174,12 @@ def report(tracker: Tracker, run_id: str, metrics: dict) -> str:
         f"  Corollary 3.3  d_s ≤ λ̄:       {tags.get('verdict.corollary_3_3', 'n/a')}",
         *([f"  calibrate: use {tags['calibrate.recommended']}"] if "calibrate.recommended" in tags else []),
         "  stage times: "
-        + ", ".join(f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in config.STAGES if f"time/{s}_s" in metrics),
+        + ", ".join(f"{s} {metrics[f'time/{s}_s']:.1f} s" for s in config.STAGES if f"time/{s}_s" in metrics)
+        + (
+            f"; tracking {metrics['time/tracking_s']:.1f} s ({metrics['tracking_share']:.1%} of the job)"
+            if "tracking_share" in metrics
+            else ""
+        ),
         f"browse: {ui_command(tracker.uri)}",
     ]
     return "\n".join(lines)

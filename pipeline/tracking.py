@@ -4,24 +4,43 @@ Store: `tracking.uri` in the config, else MLflow's own `MLFLOW_TRACKING_URI`, el
 `./mlflow.db` in the working directory with artifacts under `./mlartifacts/` (MLflow 3.13+
 refuses the old `./mlruns` file store). Runs are addressed by id through `MlflowClient`, never
 through the fluent API's global "active run", so stages can reopen any run.
+
+Every MLflow call goes through `Tracker._call`: it waits out a busy store (retries with jittered
+backoff for up to `tracking.max_wait_s`, then one-line UserError) and adds its wall time to
+`Tracker.seconds`. Retried writes are idempotent: metric points are sent with the timestamp of
+their first attempt, and the SQL stores drop a point whose (key, step, timestamp, value) the run
+already holds; params and tags are rewritten with the same values; a run is created with a
+random `run_token` tag, so a retry after a lost reply finds the run instead of making another.
+A SQLite store is switched to WAL mode, and a file lock beside it serialises opening it (MLflow
+creates and migrates a fresh file without one) and creating the experiment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 
+from pipeline import concurrency
 from pipeline.errors import UserError
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+# How long a call may wait for a busy store, in total, before the job gives up (tracking.max_wait_s).
+DEFAULT_MAX_WAIT_S = 300.0
+# Tag that identifies a run to its creator (see the module docstring).
+RUN_TOKEN = "run_token"
+README_SECTION = "README 'Tracking under concurrency'"
 
 # Names the analysis relies on (issue contract).
 SUMMARY_METRICS = (
@@ -82,11 +101,14 @@ def ui_command(uri: str) -> str:
 def _quiet_mlflow() -> None:
     # Artifact up/download bars would drown the stage's own progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("alembic", "mlflow", "mlflow.store.db.utils"):
+    for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs a traceback for every SQL error it then raises: a lock the Tracker waits out would
+    # print one per retry, and any other error reaches the job anyway.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-def open_existing(uri: str | None, experiment: str) -> Tracker:
+def open_existing(uri: str | None, experiment: str, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Tracker:
     """A Tracker on a store and experiment that must already exist (for reading: the analysis).
 
     Unlike `Tracker(...)`, it never creates a SQLite file or an experiment."""
@@ -95,28 +117,162 @@ def open_existing(uri: str | None, experiment: str) -> Tracker:
         raise UserError(
             f"no tracking store at {resolved}: run an experiment first or pass --uri sqlite:///<path>.db"
         )
-    _quiet_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=resolved)
-    exp = client.get_experiment_by_name(experiment)
+    tracker = Tracker(resolved, None, max_wait_s)
+    exp = tracker.client.get_experiment_by_name(experiment)
     if exp is None or exp.lifecycle_stage == "deleted":
-        names = sorted(e.name for e in client.search_experiments())
+        names = sorted(e.name for e in tracker.client.search_experiments())
         raise UserError(f"no experiment '{experiment}' in {resolved}: pass --experiment with one of {names}")
-    return Tracker(resolved, experiment)
+    tracker.experiment_id = exp.experiment_id
+    return tracker
+
+
+class _Client:
+    """The MlflowClient, with every method call routed through `Tracker._call` (so callers
+    outside this module, such as the report, are retried and timed too)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._tracker._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self._tracker._call(name, *args, **kwargs)
 
 
 class Tracker:
-    """An MLflow store plus the experiment the runs go to."""
+    """An MLflow store plus the experiment the runs go to.
 
-    def __init__(self, uri: str | None, experiment: str) -> None:
+    `seconds` is the wall time spent in MLflow so far (opening the store, calls, waits for a busy
+    store); `call_seconds` and `calls` split it by MlflowClient method, `retries` counts the
+    retried calls. `experiment=None` opens the store only (see `open_existing`)."""
+
+    def __init__(
+        self, uri: str | None, experiment: str | None, max_wait_s: float = DEFAULT_MAX_WAIT_S
+    ) -> None:
+        start = time.perf_counter()
+        if not float(max_wait_s) >= 0:
+            raise UserError(f"tracking.max_wait_s={max_wait_s} must be ≥ 0 seconds, e.g. 300")
+        self.max_wait_s = float(max_wait_s)
+        self.seconds = 0.0
+        self.call_seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        self.retries = 0
         _quiet_mlflow()
         self.uri = resolve_uri(uri)
         self._check_reachable()
+        if self.uri.startswith(("http://", "https://")):
+            # One retry policy, ours, bounded in total and aware of what a retry may repeat; the
+            # REST client's own (7 retries, about 4 minutes per call) would multiply the wait.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # Imports first, outside the lock: a second or two of CPU that needs no store.
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(experiment)
+        if self.uri.startswith("sqlite:"):
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        self._account("import_mlflow", time.perf_counter() - start)
+
+        with self._store_lock():
+            if self.uri.startswith("sqlite:///"):
+                concurrency.use_wal(self._sqlite_path())
+            self._client = self._call(lambda: MlflowClient(tracking_uri=self.uri), label="open_store")
+            self.client = _Client(self)
+            self.experiment_id = self._experiment(experiment) if experiment is not None else None
+
+    def _account(self, label: str, seconds: float) -> None:
+        self.seconds += seconds
+        self.call_seconds[label] += seconds
+        self.calls[label] += 1
+
+    # -- every MLflow call ----------------------------------------------------------------------
+    def _call(
+        self,
+        method: str | Callable,
+        *args,
+        label: str | None = None,
+        recover: Callable[[], object] | None = None,
+        **kwargs,
+    ):
+        """Call MlflowClient `method` (or a callable), waiting out a busy store, and time it.
+
+        A transient error (`concurrency.transient`) is retried after a jittered, doubling delay
+        until `max_wait_s` in total has passed, then becomes a one-line UserError. `recover`, asked
+        before each retry, returns the result when the failed attempt had in fact succeeded (a
+        reply lost after the store committed), else None."""
+        fn = getattr(self._client, method) if isinstance(method, str) else method
+        label = label or (method if isinstance(method, str) else getattr(method, "__name__", "call"))
+        start = time.perf_counter()
+        attempt = 0
+        try:
+            while True:
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as e:
+                    reason = concurrency.transient(e)
+                    if reason is None:
+                        raise
+                    waited = time.perf_counter() - start
+                    pause = concurrency.delay(attempt)
+                    if waited + pause > self.max_wait_s:
+                        raise UserError(self._busy_message(reason, waited)) from e
+                    logging.getLogger(__name__).warning(
+                        "tracking store busy (%s) during %s: retry %d in %.1f s",
+                        reason,
+                        label,
+                        attempt + 1,
+                        pause,
+                    )
+                    time.sleep(pause)
+                    attempt += 1
+                    self.retries += 1
+                    if recover is not None and (found := self._recovered(recover)) is not None:
+                        return found
+        finally:
+            self._account(label, time.perf_counter() - start)
+
+    @staticmethod
+    def _recovered(recover: Callable[[], object]) -> object | None:
+        try:
+            return recover()
+        except Exception as e:
+            if concurrency.transient(e) is None:
+                raise
+            return None  # the store is still busy: the next attempt finds out again
+
+    def _busy_message(self, reason: str, waited: float) -> str:
+        if self.uri.startswith("sqlite:"):
+            fix = f"for large parallel sweeps use a tracking server ({README_SECTION})"
+        else:
+            fix = f"check that the tracking server at {self.uri} is up ({README_SECTION})"
+        return (
+            f"tracking store {self.uri} stayed unavailable for {waited:.0f} s ({reason}): {fix}, "
+            f"or raise tracking.max_wait_s (now {self.max_wait_s:g})"
+        )
+
+    def _sqlite_path(self) -> Path:
+        return Path(self.uri.removeprefix("sqlite:///"))
+
+    @contextlib.contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """Across the processes of this machine, one at a time opens a SQLite store and creates
+        the experiment: MLflow creates and migrates a fresh file without a lock of its own."""
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        db = self._sqlite_path()
+        lock = concurrency.file_lock(db.with_name(db.name + "-tracker.lock"), self.max_wait_s)
+        start = time.perf_counter()
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(lock)
+            except TimeoutError as e:
+                raise UserError(
+                    f"{e} (another job opening the store {self.uri} is stuck?): find it, or raise "
+                    "tracking.max_wait_s"
+                ) from None
+            finally:
+                self._account("store_lock", time.perf_counter() - start)
+            yield
 
     def _check_reachable(self) -> None:
         parsed = urlparse(self.uri)
@@ -153,11 +309,12 @@ class Tracker:
             return exp.experiment_id
         artifact_location = None
         if self.uri.startswith("sqlite:///"):
-            root = Path(self.uri.removeprefix("sqlite:///")).parent / ARTIFACT_DIR
-            artifact_location = root.as_uri()
+            artifact_location = (self._sqlite_path().parent / ARTIFACT_DIR).as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=artifact_location)
-        except Exception:  # another job of the same sweep created it first
+        except UserError:
+            raise
+        except Exception:  # on a server, another job of the same sweep created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
@@ -165,7 +322,15 @@ class Tracker:
 
     # -- runs ---------------------------------------------------------------------------------
     def start_run(self, name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        token = uuid.uuid4().hex
+
+        def created():  # the run an attempt whose reply was lost did create
+            found = self._client.search_runs([self.experiment_id], f"tags.`{RUN_TOKEN}` = '{token}'")
+            return found[0] if found else None
+
+        run = self._call(
+            "create_run", self.experiment_id, run_name=name, tags={**tags, RUN_TOKEN: token}, recover=created
+        )
         return run.info.run_id
 
     def reopen(self, run_id: str) -> None:
@@ -265,6 +430,8 @@ class Tracker:
     def get_run(self, run_id: str):
         try:
             return self.client.get_run(run_id)
+        except UserError:  # the store stayed busy: say so, not that the run is missing
+            raise
         except Exception as e:
             raise UserError(
                 f"no run {run_id} in {self.uri}: pass run_id=<an existing run id> "

@@ -1,0 +1,169 @@
+"""The Tracker waits out a busy store: a real SQLite lock held by another process, a reply lost
+after the store committed; and a job's tracking time.
+
+The lock holder is a separate Python process that takes SQLite's write lock (BEGIN EXCLUSIVE) on
+the store file, as a concurrent job's long write would. Every write MLflow makes waits up to
+SQLite's busy timeout (20 s, set by MLflow) before it fails with "database is locked"; the Tracker
+then retries until `max_wait_s` and gives up with one line.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import concurrency, run
+from pipeline.errors import UserError
+from pipeline.run import JobInfo
+from pipeline.tracking import RUN_TOKEN, Tracker
+
+HOLD = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+con.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+"""
+
+
+def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the store's write lock for `seconds`; returns once it holds it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def points(db: Path, run_id: str) -> dict[str, int]:
+    """Metric points per key of a run, read from the SQLite file itself."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT key, COUNT(*) FROM metrics WHERE run_uuid = ? GROUP BY key", (run_id,)
+        ).fetchall()
+    return dict(rows)
+
+
+def series(n: int, offset: int = 0) -> list[tuple[str, int, float]]:
+    return [("displacement", offset + i, 0.5 * i) for i in range(n)]
+
+
+@pytest.fixture
+def tracked(tmp_path: Path):
+    db = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{db}", "retry")
+    run_id = tracker.start_run("r", {"sweep": "t"})
+    tracker.log_metric_rows(run_id, series(1500))
+    return db, tracker, run_id
+
+
+def test_store_is_in_wal_mode(tracked) -> None:
+    db, _, _ = tracked
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_write_waits_for_a_lock_held_a_few_seconds(tracked) -> None:
+    db, tracker, run_id = tracked
+    holder = hold_lock(db, 3)
+    before = tracker.seconds
+    t0 = time.perf_counter()
+    tracker.log_metric_rows(run_id, series(500, offset=1500))
+    waited = time.perf_counter() - t0
+    assert holder.wait(timeout=30) == 0
+    assert waited > 2.0  # it did wait for the lock ...
+    assert tracker.seconds - before >= waited - 0.05  # ... and the wait counts as tracking time
+    assert points(db, run_id) == {"displacement": 2000}
+
+
+def test_a_lock_held_past_the_bounded_wait_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{db}", "retry", max_wait_s=1)
+    run_id = tracker.start_run("r", {"sweep": "t"})
+    tracker.log_metric_rows(run_id, series(1500))
+    holder = hold_lock(db, 60)
+    try:
+        with pytest.raises(UserError) as err:
+            tracker.log_metric_rows(run_id, series(500, offset=1500))
+    finally:
+        holder.kill()  # its transaction rolls back: nothing of it reaches the file
+        holder.wait()
+    message = str(err.value)
+    assert "\n" not in message
+    assert "database is locked" in message and "tracking.max_wait_s" in message
+    assert "Tracking under concurrency" in message
+    assert points(db, run_id) == {"displacement": 1500}  # what was recorded is still there
+    tracker.log_metric_rows(run_id, series(500, offset=1500))  # the store works again
+    assert points(db, run_id) == {"displacement": 2000}
+
+
+class LostReplies(MlflowClient):
+    """A real client whose first reply to each of `methods` is lost after the store committed,
+    as when a tracking server's connection resets between its commit and its answer."""
+
+    def __init__(self, uri: str, methods: set[str]) -> None:
+        super().__init__(tracking_uri=uri)
+        self.to_lose = set(methods)
+        for name in methods:
+            setattr(self, name, self._losing(name, getattr(super(), name)))
+
+    def _losing(self, name, method):
+        def call(*args, **kwargs):
+            result = method(*args, **kwargs)
+            if name in self.to_lose:
+                self.to_lose.discard(name)
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return result
+
+        return call
+
+
+def test_retries_after_a_lost_reply_write_nothing_twice(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{db}", "lost")
+    tracker._client = LostReplies(tracker.uri, {"create_run", "log_batch"})
+    run_id = tracker.start_run("r", {"sweep": "t"})
+    tracker.log_metric_rows(run_id, series(1200))  # two batches, the first one's reply lost
+    assert tracker.retries == 2
+    runs = tracker.find_runs({})
+    assert [r.info.run_id for r in runs] == [run_id]  # one run, found again by its token
+    assert runs[0].data.tags[RUN_TOKEN]
+    assert points(db, run_id) == {"displacement": 1200}  # the resent batch did not double
+
+
+def test_transient_errors_are_told_apart() -> None:
+    locked = sqlite3.OperationalError("database is locked")
+    wrapped = RuntimeError("API request to http://h/api failed")
+    wrapped.__context__ = ConnectionRefusedError(111, "Connection refused")
+    assert concurrency.transient(locked) == "database is locked"
+    assert concurrency.transient(wrapped) == "[Errno 111] Connection refused"
+    assert concurrency.transient(RuntimeError("failed with error code 503 != 200")) is not None
+    assert concurrency.transient(sqlite3.OperationalError("no such table: runs")) is None
+    assert concurrency.transient(ValueError("Changing param values is not allowed")) is None
+    delays = [concurrency.delay(a) for a in range(12)]
+    assert all(0 < d < 22.5 for d in delays) and max(delays) > 7
+
+
+def test_a_job_reports_its_tracking_time(tiny_cfg) -> None:
+    tracker, run_id, metrics = run.execute(tiny_cfg(), JobInfo("t", "t"))
+    assert metrics["time/tracking_s"] > 0
+    assert 0 < metrics["tracking_share"] < 1
+    assert metrics["tracking_retries"] == 0
+    assert math.isclose(sum(tracker.call_seconds.values()), tracker.seconds, rel_tol=1e-6)
+    assert tracker.calls["log_batch"] >= 5 and tracker.call_seconds["open_store"] > 0
+    line = next(x for x in run.report(tracker, run_id, metrics).splitlines() if "stage times" in x)
+    assert f"tracking {metrics['time/tracking_s']:.1f} s" in line and "of the job" in line
+
+
+def test_bad_max_wait_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"tracking.max_wait_s=-1 must be ≥ 0"):
+        Tracker(f"sqlite:///{tmp_path / 'm.db'}", "x", max_wait_s=-1)
+    assert not (tmp_path / "m.db").exists()
