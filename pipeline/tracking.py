@@ -492,22 +492,25 @@ class Tracker:
             self.client.log_artifact(run_id, str(path))
 
     def load_table(self, run_id: str, name: str) -> pd.DataFrame | None:
-        path = self._download(run_id, f"{name}.parquet")
-        return pd.read_parquet(path) if path else None
+        return self._read(run_id, f"{name}.parquet", pd.read_parquet)
 
     def log_json(self, run_id: str, obj: Mapping, name: str) -> None:
         self.client.log_dict(run_id, dict(obj), f"{name}.json")
 
     def load_json(self, run_id: str, name: str) -> dict | None:
-        path = self._download(run_id, f"{name}.json")
-        return json.loads(Path(path).read_text()) if path else None
+        return self._read(run_id, f"{name}.json", lambda p: json.loads(Path(p).read_text()))
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
     def load_text(self, run_id: str, name: str) -> str | None:
-        path = self._download(run_id, name)
-        return Path(path).read_text() if path else None
+        return self._read(run_id, name, lambda p: Path(p).read_text())
+
+    def _read(self, run_id: str, path: str, read):
+        """An artifact read into memory (None when the run has none); the download is removed."""
+        with tempfile.TemporaryDirectory(prefix="ab-artifact-") as d:
+            local = self._download(run_id, path, Path(d))
+            return read(local) if local else None
 
     def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
