@@ -102,15 +102,19 @@ def check_jobs(uri: str, results: list[subprocess.CompletedProcess], wall: float
         # Each summary metric is logged once by a fresh job; these must be among them.
         assert {*SUMMARY_METRICS, "time/train_s", "time/tracking_s", "tracking_share"} <= summaries
         expected = {**expected_steps, **dict.fromkeys(summaries, 1)}
+        # Exactly the points written, even where a write was retried: a retry never duplicates.
         assert found == expected, run.info.run_name
-        assert run.data.metrics["tracking_retries"] == 0
         total_written += sum(expected.values())
         total_found += sum(found.values())
+    assert total_found == total_written
     shares = sorted(r.data.metrics["tracking_share"] for r in runs)
+    # A server on a loaded machine may answer a busy backend with an error now and then; the job
+    # retries (tracking_retries counts them) and must still finish with every point once.
+    retries = sum(int(r.data.metrics["tracking_retries"]) for r in runs)
     print(
         f"\n{label}: {len(runs)} jobs at once, {len(runs)} FINISHED, metric points written "
         f"{total_written} vs found {total_found}, wall {wall:.0f} s, tracking share "
-        f"{shares[0]:.1%}-{shares[-1]:.1%}"
+        f"{shares[0]:.1%}-{shares[-1]:.1%}, retries {retries}"
     )
 
 
