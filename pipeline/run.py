@@ -165,7 +165,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
     try:
         with resume.INTERRUPTS.installed():
             tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
-            if opened.action == "new":
+            if owned:  # a claimed run may have been interrupted before it had its config
                 tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             for name in cfg.stages:
                 if name in opened.done:  # a resumed run keeps what its stages did
