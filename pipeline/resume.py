@@ -228,6 +228,7 @@ class Interrupts:
             for sig, handler in self._original.items():
                 signal.signal(sig, handler)
             self._original.clear()
+            self.deferring, self.pending = False, None
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[Interrupts]:

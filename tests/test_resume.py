@@ -197,8 +197,8 @@ def test_orphaned_running_run_is_resumed_and_a_live_one_skipped(tmp_path: Path, 
         )
         res = launch(cli(store, "e", "seed=5"), cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-3000:]
-        line = f"skipped: point is being run as run {busy} by {resume.owner_tags()['owner.host']} pid {alive.pid}"
-        assert line in res.stdout
+        host = resume.owner_tags()["owner.host"]
+        assert f"skipped: point is being run as run {busy} by {host} pid {alive.pid}" in res.stdout
         assert [r.info.run_id for r in tracker.point_runs(point_hash("seed=5"))] == [busy]
         assert tracker.get_run(busy).info.status == "RUNNING"
     finally:
@@ -262,3 +262,30 @@ def test_decide_rules_on_owners() -> None:
     assert resume.owner_alive(me, 0, 900, now)
     assert not resume.owner_alive({**me, "owner.started": "1"}, 0, 900, now)  # the pid was reused
     assert np.isfinite(float(me["heartbeat"]))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_of_a_seeds_job_resumes_every_seed(tmp_path: Path, store: str) -> None:
+    args = [*POINT, "seeds=3", f"tracking.uri={store}"]
+    assert launch([*args, "tracking.experiment=ref"], cwd=tmp_path).returncode == 0
+    ref_tracker = Tracker(store, "ref")
+    reference = {r.data.params["seed"]: metric_counts(ref_tracker, r) for r in ref_tracker.find_runs({})}
+    assert len(reference) == 3
+
+    proc = start([*args, "tracking.experiment=e", "progress=true"], tmp_path)
+    deadline = time.monotonic() + 120
+    while "ensemble (3 members)" not in (tmp_path / "launch.out").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "launch.out").read_text()
+        time.sleep(0.01)
+    kill(proc)
+    tracker = Tracker(store, "e")
+    assert sorted(r.info.status for r in tracker.find_runs({})) == ["RUNNING"] * 3
+
+    res = launch([*args, "tracking.experiment=e"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("resuming run") == 3
+    runs = tracker.find_runs({})
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    assert {r.data.params["seed"]: metric_counts(tracker, r) for r in runs} == reference
+    res = launch([*args, "tracking.experiment=e"], cwd=tmp_path)  # and now all three are skipped
+    assert res.stdout.count("skipped: point already finished") == 3 and len(tracker.find_runs({})) == 3
