@@ -268,7 +268,12 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
     except Exception as e:
         if not job.multirun:
             raise
-        print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
+        if (why := resume.interruption(e)) is not None:  # submitit gave up on a timed-out job
+            print(
+                f"interrupted ({why}): the run is marked KILLED; launch again to resume it", file=sys.stderr
+            )
+        else:
+            print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if run_id is None:  # another live job runs the point
         return 0

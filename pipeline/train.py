@@ -116,6 +116,7 @@ def run(
         gen.set_state(state["epoch_generator"])
         torch.set_rng_state(state["torch_rng"])
         saved.uploaded = set(state["checkpoints"])
+        print(f"train: resuming at step {step} of {steps} from the run's resume state", flush=True)
 
     def save_state(epoch_generator: torch.Tensor, batch_in_epoch: int) -> None:
         snapshot = {
