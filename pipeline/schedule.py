@@ -8,6 +8,7 @@ swaps it at phase boundaries; the loop only reports each step's loss. Plain torc
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -139,7 +140,9 @@ class PhaseSchedule:
     def state_dict(self) -> dict:
         """Where the schedule stands (the phase, its optimizer, the early-stopping counters)."""
         keys = ("index", "records", "_start", "_epoch_losses", "_sum", "_count", "_best", "_stale")
-        return {"optimizer": self.optimizer.state_dict(), **{k: getattr(self, k) for k in keys}}
+        return copy.deepcopy(
+            {"optimizer": self.optimizer.state_dict(), **{k: getattr(self, k) for k in keys}}
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()`: the current phase's optimizer is rebuilt, then restored."""
@@ -148,7 +151,7 @@ class PhaseSchedule:
             self._begin(start_step=int(state["_start"]))
             self.optimizer.load_state_dict(state["optimizer"])
         for k in ("records", "_start", "_epoch_losses", "_sum", "_count", "_best", "_stale"):
-            setattr(self, k, state[k])
+            setattr(self, k, copy.deepcopy(state[k]))
 
     def summary(self) -> dict[str, float]:
         """Summary metrics `phase/<name>/start_step`, `.../end_step`, `.../epochs` of ended phases."""

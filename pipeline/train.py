@@ -170,8 +170,9 @@ def run(
                                 llc_rows.append({"step": step, **row})
                             if step in ckpt_steps or last:
                                 torch.save(model.state_dict(), ckpt_dir / f"step_{step:08d}.pt")
-                                if not last and saved.due():  # only where a checkpoint is written anyway
-                                    save_state(epoch_generator, b + 1)
+                            # At LLC steps only (checkpoints, or online λ): the hot loop pays nothing.
+                            if step % every == 0 and not last and saved.due():
+                                save_state(epoch_generator, b + 1)
                             pbar.update(1)
                             if resume.INTERRUPTS.pending:  # SIGTERM, SIGINT, Slurm's USR2
                                 save_state(epoch_generator, b + 1)
