@@ -20,6 +20,7 @@ import torch
 from pipeline import config, resume
 from pipeline.tracking import Tracker
 from tests.conftest import ROOT, TINY, compose_cfg, launch
+from tests.test_concurrency import tracking_server  # noqa: F401  (fixture)
 
 # 300 steps, a checkpoint (and a resume state, resume.every_s=0) every 30 steps, 10 λ estimates in
 # groups of one checkpoint (llc.max_stacked below one model's 17226 parameters x 2): a few seconds
@@ -289,3 +290,48 @@ def test_sigkill_mid_training_of_a_seeds_job_resumes_every_seed(tmp_path: Path, 
     assert {r.data.params["seed"]: metric_counts(tracker, r) for r in runs} == reference
     res = launch([*args, "tracking.experiment=e"], cwd=tmp_path)  # and now all three are skipped
     assert res.stdout.count("skipped: point already finished") == 3 and len(tracker.find_runs({})) == 3
+
+
+def two_at_once(args: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """The same point launched twice at the same moment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={cwd / 'outputs' / str(i)}"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs)]
+
+
+def test_two_jobs_of_one_point_started_together_make_one_run(tmp_path: Path, store: str) -> None:
+    Tracker(store, "e")  # the store exists: opening a fresh file at once is tracking's own test
+    results = two_at_once([*TINY, f"tracking.uri={store}", "tracking.experiment=e"], tmp_path)
+    assert all(r.returncode == 0 for r in results), [(r.returncode, r.stdout[-2000:]) for r in results]
+    assert sum("skipped: point" in r.stdout for r in results) == 1
+    (run,) = Tracker(store, "e").find_runs({})
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_on_a_tracking_server_the_newer_duplicate_yields(tmp_path: Path, tracking_server) -> None:  # noqa: F811
+    """No lock across hosts: two jobs may both create a run; the newer deletes its own. The resume
+    state saved through the server (mlflow-artifacts:) is removed when the stage ends."""
+    url, _ = tracking_server(f"sqlite:///{tmp_path / 'server.db'}")
+    Tracker(url, "e")
+    results = two_at_once(
+        [*TINY, "resume.every_s=0", f"tracking.uri={url}", "tracking.experiment=e"], tmp_path
+    )
+    assert all(r.returncode == 0 for r in results), [(r.returncode, r.stdout[-2000:]) for r in results]
+    assert sum("skipped:" in r.stdout for r in results) == 1
+    tracker = Tracker(url, "e")
+    (run,) = tracker.find_runs({})
+    assert run.info.status == "FINISHED" and tracker.artifact_paths(run.info.run_id, "resume") == []
+    assert len(tracker.artifact_paths(run.info.run_id, "checkpoints")) == 4
