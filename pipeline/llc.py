@@ -6,7 +6,8 @@ Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, and the dia
 every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last `llc.last`
 estimates, G.1), `lambda_final_std` (their standard deviation) and `lambda_bar` (time average
 over the run, Corollary 3.3), tags `llc.negative_estimates` and `llc.nonstationary_estimates`
-(counts of flagged estimates).
+(counts of flagged estimates). While it runs, `llc_partial.parquet` (the estimates so far, for a
+resumed stage; `Partial`), removed when the stage completes.
 
 Diagnostics (devinterp's calibration guidance: a usable chain has a flat loss trace and gives a
 positive λ). `negative`: λ̂ < 0, the chain found lower loss than w_t (w_t is not a local minimum,

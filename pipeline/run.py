@@ -1,7 +1,10 @@
 """One Hydra job = one MLflow run: check the config, open (or reopen) the run, chain the stages.
 
-A failing job is marked FAILED with its reason and never left RUNNING; in a multirun the sweep
-goes on with the next point.
+A job that trains first applies the re-launch rules (`pipeline/resume.py`): a finished point is
+skipped, an interrupted run is taken over and resumed, a failed one is superseded by a new run.
+A failing job is marked FAILED with its reason and never left RUNNING; an interrupted one
+(SIGTERM, Ctrl-C, Slurm preemption or time-out) is marked KILLED, resumable; in a multirun the
+sweep goes on with the next point.
 """
 
 from __future__ import annotations
@@ -132,8 +135,9 @@ def _stage(module: str):
     return importlib.import_module(f"pipeline.{module}")
 
 
-def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
-    """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
+def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str | None, dict]:
+    """Run the configured stages; returns the tracker, the run id and the run's summary metrics
+    (run id None: another live job runs the point, nothing was done)."""
     start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))

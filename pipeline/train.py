@@ -8,7 +8,8 @@ batch loss), `evals.parquet` (train/test loss and accuracy every `train.eval_eve
 learning rate averaged over the steps, phases included). With `llc.online=true`
 it also estimates λ at every LLC step and writes what the llc stage would. A phased run
 (`train.phases`, see `pipeline/schedule.py`) also writes `phase/<name>/start_step`, `end_step`, `epochs`
-and tags `phase.<name>`.
+and tags `phase.<name>`. While it trains, `resume/train.pt` (see `pipeline/train_state.py`), removed
+when the stage completes; metrics are logged once, when the stage ends.
 """
 
 from __future__ import annotations

@@ -86,7 +86,12 @@ def assert_same_as_reference(tracker: Tracker, run, reference) -> None:
     uninterrupted run; no resume state left behind."""
     ref_tracker, ref = reference
     assert run.info.status == "FINISHED"
-    assert metric_counts(tracker, run) == metric_counts(ref_tracker, ref)
+    counts = metric_counts(tracker, run)
+    assert counts == metric_counts(ref_tracker, ref)
+    steps = {k: n for k, n in counts.items() if n > 1}
+    print(
+        f"metric points: {sum(counts.values())} in {len(counts)} keys, as uninterrupted; step metrics {steps}"
+    )
     for table in ("trajectory", "evals"):
         pd.testing.assert_frame_equal(
             tracker.load_table(run.info.run_id, table), ref_tracker.load_table(ref.info.run_id, table)
@@ -134,7 +139,9 @@ def test_sigkill_mid_llc_resumes_to_the_uninterrupted_run(tmp_path: Path, store:
     done = len(pd.read_parquet(partial))
     assert 1 <= done < 10  # some estimates persisted, not all
 
+    t0 = time.perf_counter()
     res = launch(cli(store, "e"), cwd=tmp_path)
+    print(f"resume after SIGKILL mid-LLC ({done} of 10 estimates kept): {time.perf_counter() - t0:.1f} s")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "done already: train" in res.stdout
     assert_same_as_reference(tracker, only_run(tracker), reference)
