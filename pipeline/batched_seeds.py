@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline import build, config, ensemble, fit, llc, train
+from pipeline import build, config, ensemble, fit, llc, resume, train
 from pipeline.errors import UserError
 from pipeline.models import num_params, num_weights
 from pipeline.progress import bar
@@ -88,6 +88,7 @@ class Member:
     cfg: DictConfig
     run_id: str
     failed: str | None = None
+    done: tuple[str, ...] = ()  # stages a resumed run had done (then it goes on one by one)
 
 
 def execute(cfg: DictConfig, job) -> tuple[Tracker, list[Member]]:
@@ -102,43 +103,83 @@ def execute(cfg: DictConfig, job) -> tuple[Tracker, list[Member]]:
     data = build.data(cfg)  # data problems surface before any run exists
     config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     seeds = seeds_of(cfg)
-    members = []
+    # Re-launch rules per seed (pipeline/resume.py): a finished or busy seed is left alone; an
+    # interrupted run that had not finished training trains again from scratch in the ensemble; one
+    # that had goes on through the stages it lacks, one by one, as a one-seed job would.
+    members, continuing, finished = [], [], []
     for s in seeds:
         m_cfg = member_config(cfg, s)
         name = f"seed={s}" if job.name == "default" else f"{job.name},seed={s}"
-        run_id, _ = run._open_run(m_cfg, tracker, replace(job, name=name))
-        members.append(Member(s, m_cfg, run_id))
+        opened = run._open_run(m_cfg, tracker, replace(job, name=name))
+        if opened.note:
+            print(f"seed {s}: {opened.note}", flush=True)
+        member = Member(s, m_cfg, opened.run_id, done=opened.done)
+        if opened.action == "skip":
+            finished.append(member)
+        elif opened.action in ("new", "claim"):
+            (continuing if "train" in opened.done else members).append(member)
+    owned = members + continuing
     tag = f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"
+    heartbeat = resume.Heartbeat(lambda: [tracker.beat(m.run_id) for m in owned]).start()
     try:
-        for m in members:
-            tracker.log_params(m.run_id, config.flatten(config.as_dict(m.cfg)))
-            tracker.log_text(m.run_id, OmegaConf.to_yaml(m.cfg, resolve=True), "config.yaml")
-            tracker.set_tags(m.run_id, {"batched_seeds": tag})
-        with tempfile.TemporaryDirectory(prefix="ab-seeds-") as tmp:
-            folders = [Path(tmp) / f"seed_{m.seed}" / "checkpoints" for m in members]
-            _stage(tracker, members, "train", lambda: _train(cfg, data, members, folders, tracker))
-            if "llc" in cfg.stages:
-                _stage(tracker, members, "llc", lambda: _llc(cfg, data, members, folders, tracker))
-        if "fit" in cfg.stages:
-            _stage(tracker, members, "fit", lambda: _fit(members, tracker))
+        with resume.INTERRUPTS.installed():
+            for m in owned:
+                tracker.log_params(m.run_id, config.flatten(config.as_dict(m.cfg)))
+                tracker.log_text(m.run_id, OmegaConf.to_yaml(m.cfg, resolve=True), "config.yaml")
+                tracker.set_tags(m.run_id, {"batched_seeds": tag})
+            if members:
+                with tempfile.TemporaryDirectory(prefix="ab-seeds-") as tmp:
+                    folders = [Path(tmp) / f"seed_{m.seed}" / "checkpoints" for m in members]
+                    _stage(tracker, members, "train", lambda: _train(cfg, data, members, folders, tracker))
+                    if "llc" in cfg.stages:
+                        _stage(tracker, members, "llc", lambda: _llc(cfg, data, members, folders, tracker))
+                if "fit" in cfg.stages:
+                    _stage(tracker, members, "fit", lambda: _fit(members, tracker))
+            for m in continuing:
+                _go_on(cfg, tracker, m)
     except BaseException as e:
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        for m in members:
+        interrupted = resume.interruption(e)
+        reason = f"{type(e).__name__}: {e}" if interrupted is None else f"interrupted ({interrupted})"
+        for m in owned:
             if m.failed is None:
+                if interrupted is not None:  # resumable: the next launch takes these runs over
+                    tracker.kill(m.run_id, interrupted)
+                    continue
                 tracker.fail(m.run_id, reason)
-                if not isinstance(e, (UserError, KeyboardInterrupt)):
+                if not isinstance(e, UserError):
                     tracker.log_text(m.run_id, traceback.format_exc(), "error.txt")
         raise
+    finally:
+        heartbeat.stop()
+    members = sorted(owned + finished, key=lambda m: seeds.index(m.seed))
+    if not owned:
+        return tracker, members
     tracking = {  # the job's, shared by its seeds as the stage times are
         "time/tracking_s": tracker.seconds / len(members),
         "tracking_share": tracker.seconds / (time.perf_counter() - start),
         "tracking_retries": tracker.retries,
     }
-    for m in members:
+    for m in owned:
         if m.failed is None:
             tracker.log_summary(m.run_id, tracking)
             tracker.finish(m.run_id)
     return tracker, members
+
+
+def _go_on(cfg: DictConfig, tracker: Tracker, m: Member) -> None:
+    """The stages a resumed seed's run lacks (its training is done), as a one-seed job runs them."""
+    stages = {
+        "llc": lambda: llc.run(m.cfg, tracker, m.run_id, cfg.progress),
+        "fit": lambda: fit.run(m.cfg, tracker, m.run_id),
+    }
+    for name in cfg.stages:
+        if name in m.done:
+            continue
+        t0 = time.perf_counter()
+        stages[name]()
+        tracker.log_summary(m.run_id, {f"time/{name}_s": time.perf_counter() - t0})
+        tracker.set_tags(m.run_id, {f"stage.{name}": "done"})
+        resume.INTERRUPTS.fire()
 
 
 def _stage(tracker: Tracker, members: list[Member], name: str, work) -> None:
@@ -146,9 +187,11 @@ def _stage(tracker: Tracker, members: list[Member], name: str, work) -> None:
     t0 = time.perf_counter()
     work()
     alive = [m for m in members if m.failed is None]
-    for m in alive:
-        tracker.log_summary(m.run_id, {f"time/{name}_s": (time.perf_counter() - t0) / len(members)})
-        tracker.set_tags(m.run_id, {f"stage.{name}": "done"})
+    with resume.INTERRUPTS.deferred():
+        for m in alive:
+            tracker.log_summary(m.run_id, {f"time/{name}_s": (time.perf_counter() - t0) / len(members)})
+            tracker.set_tags(m.run_id, {f"stage.{name}": "done"})
+    resume.INTERRUPTS.fire()  # a signal that came while the members' records were written
 
 
 def _fail(tracker: Tracker, m: Member, reason: str) -> None:
@@ -167,6 +210,8 @@ def _train(cfg: DictConfig, data, members: list[Member], folders: list[Path], tr
 
     seeds = [m.seed for m in members]
     trained = ensemble.train(cfg, data, seeds, cfg.progress, snapshot=snapshot)
+    # From here the members' records are written: a signal waits until all are (see _stage).
+    resume.INTERRUPTS.deferring = True
     base = trained.ensemble.base
     sizes = {"num_params": num_params(base), "num_weights": num_weights(base), "total_steps": trained.steps}
     for i, (m, folder) in enumerate(zip(members, folders)):
@@ -226,6 +271,7 @@ def _llc(cfg: DictConfig, data, members: list[Member], folders: list[Path], trac
         found = llc.estimate_many(model, states, data, cfg.llc, steps, cfg.device, task, seeds=seeds)
         for (i, step, _), row in zip(part, found):
             rows[i].append({"step": step, **row})
+    resume.INTERRUPTS.deferring = True  # the members' records, all or none (see _stage)
     for i, member_rows in rows.items():
         tracker.set_tags(members[i].run_id, {"llc.method": "batched"})
         llc.record(tracker, members[i].run_id, member_rows, members[i].cfg)
@@ -233,6 +279,7 @@ def _llc(cfg: DictConfig, data, members: list[Member], folders: list[Path], trac
 
 def _fit(members: list[Member], tracker: Tracker) -> None:
     """The fit stage itself on each member's run (it reads the run's artifacts back)."""
+    resume.INTERRUPTS.deferring = True  # quick: the members' records, all or none (see _stage)
     for m in members:
         if m.failed is not None:
             continue

@@ -14,7 +14,7 @@ from pipeline import schedule
 from pipeline.errors import UserError
 
 # Keys that say where and how a job runs, not what it computes: left out of the config hash.
-RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "seeds")
+RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "seeds", "resume")
 # Keys that decide the training trajectory (and so the checkpoints): the train hash.
 TRAIN_KEYS = ("model", "dataset", "optimizer", "lr", "batch", "seed", "train", "device")
 STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")
@@ -115,6 +115,12 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"fit.bootstrap.block={boot.block} must be ≥ 1, or null for round(n^(1/3))")
     if cfg.fit.points not in ("llc", "all"):
         raise UserError(f"fit.points={cfg.fit.points}: choose llc or all")
+    r = cfg.get("resume")
+    if r is not None and not (float(r.every_s) >= 0 and float(r.stale_after_s) > 120):
+        raise UserError(
+            f"resume.every_s={r.every_s} must be ≥ 0 and resume.stale_after_s={r.stale_after_s} "
+            "> 120 (two heartbeats), e.g. resume.every_s=120 resume.stale_after_s=900"
+        )
     if str(cfg.device).startswith("cuda"):
         import torch
 

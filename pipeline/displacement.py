@@ -76,3 +76,19 @@ class DisplacementRecorder:
         for j, name in enumerate(self.names):
             data[f"displacement/{name}"] = np.sqrt(sq[keep, j])
         return pd.DataFrame(data)
+
+    def state_dict(self) -> dict:
+        """What was recorded so far, to continue recording after a resume."""
+        return {
+            "steps": self.steps,
+            "sq": self._sq.cpu(),
+            "loss": self._loss.cpu(),
+            "w0": [w.cpu() for w in self.w0],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.params[0].device
+        self.steps = np.asarray(state["steps"], dtype=np.int64)
+        self._row = {int(s): i for i, s in enumerate(self.steps)}
+        self._sq, self._loss = state["sq"].to(device), state["loss"].to(device)
+        self.w0 = [w.to(device) for w in state["w0"]]

@@ -6,7 +6,8 @@ Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, and the dia
 every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last `llc.last`
 estimates, G.1), `lambda_final_std` (their standard deviation) and `lambda_bar` (time average
 over the run, Corollary 3.3), tags `llc.negative_estimates` and `llc.nonstationary_estimates`
-(counts of flagged estimates).
+(counts of flagged estimates). While it runs, `llc_partial.parquet` (the estimates so far, for a
+resumed stage; `Partial`), removed when the stage completes.
 
 Diagnostics (devinterp's calibration guidance: a usable chain has a flat loss trace and gives a
 positive λ). `negative`: λ̂ < 0, the chain found lower loss than w_t (w_t is not a local minimum,
@@ -22,8 +23,10 @@ norm uses batch statistics during SGLD; the run records this as tag `llc.model_m
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
@@ -34,7 +37,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build
+from pipeline import build, resume
 from pipeline.data import Data
 from pipeline.errors import UserError
 from pipeline.models import num_params
@@ -328,6 +331,72 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
     return summary
 
 
+class Partial:
+    """The rows estimated so far, persisted as artifact `llc_partial.parquet` at most every
+    `every_s` seconds (and when interrupted), so that a resumed llc stage skips their steps.
+
+    The loss trace goes in as raw bytes with its shape and dtype: read back, every row is the row
+    it was, bit for bit."""
+
+    NAME = "llc_partial"
+
+    def __init__(
+        self, tracker: Tracker, run_id: str, settings: DictConfig, every_s: float, enabled: bool = True
+    ) -> None:
+        self.tracker, self.run_id, self.every_s, self.enabled = tracker, run_id, float(every_s), enabled
+        # Rows are reused only by an llc stage with the same settings (a re-run with others starts over).
+        self.key = json.dumps(OmegaConf.to_container(settings, resolve=True), sort_keys=True, default=str)
+        self.rows: list[dict] = self.load() if enabled else []
+        self.saved = len(self.rows)
+        self.last = time.monotonic()
+
+    @property
+    def steps(self) -> set[int]:
+        return {int(r["step"]) for r in self.rows}
+
+    def load(self) -> list[dict]:
+        table = self.tracker.load_table(self.run_id, self.NAME)
+        if table is None:
+            return []
+        rows = []
+        for r in table.to_dict("records"):
+            if r.pop("settings") != self.key:
+                continue
+            raw, shape, dtype = r.pop("trace_bytes"), r.pop("trace_shape"), r.pop("trace_dtype")
+            r["trace"] = None if raw is None else np.frombuffer(raw, dtype=dtype).reshape(list(shape)).copy()
+            rows.append(r)
+        return rows
+
+    def add(self, rows: list[dict]) -> None:
+        """New rows; persisted when `every_s` has passed since the last save."""
+        self.rows += rows
+        if self.enabled and time.monotonic() - self.last >= self.every_s:
+            self.save()
+
+    def save(self) -> None:
+        if not self.enabled or len(self.rows) == self.saved:
+            return
+        out = []
+        for r in self.rows:
+            t = r.get("trace")
+            out.append(
+                {k: v for k, v in r.items() if k != "trace"}
+                | {
+                    "trace_bytes": None if t is None else t.tobytes(),
+                    "trace_shape": None if t is None else list(t.shape),
+                    "trace_dtype": None if t is None else str(t.dtype),
+                    "settings": self.key,
+                }
+            )
+        self.tracker.log_table(self.run_id, pd.DataFrame(out), self.NAME)
+        self.saved, self.last = len(self.rows), time.monotonic()
+
+    def clear(self) -> None:
+        """After the stage has recorded its tables: the partial rows are no longer needed."""
+        if self.enabled and self.saved:
+            self.tracker.delete_artifacts(self.run_id, f"{self.NAME}.parquet")
+
+
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Estimate λ at every checkpoint the train stage kept, with the settings in `cfg.llc`."""
     trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
@@ -352,18 +421,29 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
         task = build.task(trained)
         method = method_for(cfg.llc, task)
         tracker.set_tags(run_id, {"llc.method": method})
-        rows = []
-        if method == "batched":
-            groups = stacked_groups(len(chosen), num_params(model), int(cfg.llc.max_stacked))
-            for group in bar(progress, iterable=groups, desc=f"llc ({len(chosen)} estimates, batched)"):
-                part = [chosen[i] for i in group]
-                states = [torch.load(f, map_location=cfg.device) for _, f in part]
-                steps = [step for step, _ in part]
-                found = estimate_many(model, states, data, cfg.llc, steps, cfg.device, task)
-                rows += [{"step": step, **row} for step, row in zip(steps, found)]
-        else:
-            for step, f in bar(progress, iterable=chosen, desc="llc"):
-                model.load_state_dict(torch.load(f, map_location=cfg.device))
-                row = estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)
-                rows.append({"step": step, **row})
-    return record(tracker, run_id, rows, cfg)
+        enabled, every_s, _ = resume.settings(cfg)
+        partial = Partial(tracker, run_id, cfg.llc, every_s, enabled)  # rows an interrupted run estimated
+        chosen = [(s, f) for s, f in chosen if s not in partial.steps]
+        try:
+            if method == "batched":
+                groups = stacked_groups(len(chosen), num_params(model), int(cfg.llc.max_stacked))
+                for group in bar(progress, iterable=groups, desc=f"llc ({len(chosen)} estimates, batched)"):
+                    part = [chosen[i] for i in group]
+                    states = [torch.load(f, map_location=cfg.device) for _, f in part]
+                    steps = [step for step, _ in part]
+                    found = estimate_many(model, states, data, cfg.llc, steps, cfg.device, task)
+                    partial.add([{"step": step, **row} for step, row in zip(steps, found)])
+            else:
+                for step, f in bar(progress, iterable=chosen, desc="llc"):
+                    model.load_state_dict(torch.load(f, map_location=cfg.device))
+                    row = estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)
+                    partial.add([{"step": step, **row}])
+        except BaseException as e:
+            if resume.interruption(e) is not None:  # keep what was estimated for the resumed run
+                partial.save()
+            raise
+    rows = sorted(partial.rows, key=lambda r: int(r["step"]))
+    with resume.INTERRUPTS.deferred():  # the job acts on a signal after marking the stage done
+        summary = record(tracker, run_id, rows, cfg)
+        partial.clear()
+    return summary

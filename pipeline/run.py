@@ -1,7 +1,10 @@
 """One Hydra job = one MLflow run: check the config, open (or reopen) the run, chain the stages.
 
-A failing job is marked FAILED with its reason and never left RUNNING; in a multirun the sweep
-goes on with the next point.
+A job that trains first applies the re-launch rules (`pipeline/resume.py`): a finished point is
+skipped, an interrupted run is taken over and resumed, a failed one is superseded by a new run.
+A failing job is marked FAILED with its reason and never left RUNNING; an interrupted one
+(SIGTERM, Ctrl-C, Slurm preemption or time-out) is marked KILLED, resumable; in a multirun the
+sweep goes on with the next point.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, config, fit, llc, train
+from pipeline import build, config, fit, llc, resume, train
 from pipeline.errors import UserError
 from pipeline.tracking import SUMMARY_METRICS, Tracker, ui_command
 
@@ -56,11 +59,25 @@ def provenance() -> dict[str, str]:
     return tags
 
 
-def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str | None]:
-    """A new run when training; else the given run_id or the newest run of the same training.
+@dataclass
+class Opened:
+    """The run a job works on, and how it came to it.
 
-    Returns the run id and, for a reopened run, the status it had.
-    """
+    `action`: new (a run created), claim (an interrupted run of the point taken over), rerun (a
+    stage re-run on an existing run), skip (the point has finished) or busy (another live job runs
+    it); `done` the requested stages the run has done already, `note` the line printed for the user,
+    `previous_status` the status a reopened run is put back to when its re-run fails."""
+
+    run_id: str | None
+    action: str = "new"
+    done: tuple[str, ...] = ()
+    note: str = ""
+    previous_status: str | None = None
+
+
+def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> Opened:
+    """A new run, or the point's interrupted run, when training (re-launch rules: `resume.decide`);
+    else the given run_id or the newest run of the same training."""
     first = config.first_stage(cfg.stages)
     if first in cfg.stages:
         tags = {
@@ -71,7 +88,10 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
             **config.placement_tags(torch.get_num_threads()),
             **provenance(),
         }
-        return tracker.start_run(job.name, tags), None
+        enabled, _, stale_after_s = resume.settings(cfg)
+        if first != "train" or not enabled:
+            return Opened(tracker.start_run(job.name, {**tags, **resume.owner_tags()}))
+        return _open_point(cfg, tracker, job, tags, stale_after_s)
     if cfg.run_id:
         run = tracker.get_run(str(cfg.run_id))
     else:
@@ -83,7 +103,30 @@ def _open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> tuple[str, str
             )
         run = found[0]
     tracker.reopen(run.info.run_id)
-    return run.info.run_id, run.info.status
+    return Opened(run.info.run_id, "rerun", previous_status=run.info.status)
+
+
+def _open_point(cfg: DictConfig, tracker: Tracker, job: JobInfo, tags: dict, stale_after_s: float) -> Opened:
+    """Look up the point's runs and create or claim one, under the store's point lock."""
+    point = tags["config_hash"]
+    owner = resume.owner_tags()
+    with tracker.point_lock():
+        d = resume.decide(tracker.point_runs(point), cfg.stages, stale_after_s)
+        if d.action in ("skip", "busy"):
+            return Opened(d.run.info.run_id, d.action, tuple(d.done), d.note)
+        if d.action == "claim":
+            run = d.run
+            tracker.claim(run.info.run_id, {**owner, **config.placement_tags(torch.get_num_threads())})
+            previous = "FINISHED" if run.info.status == "FINISHED" else None
+            return Opened(run.info.run_id, "claim", tuple(d.done), d.note, previous)
+        run_id = tracker.start_run(job.name, {**tags, **owner})
+        tracker.supersede(d.superseded, run_id)
+    if not tracker.uri.startswith("sqlite:"):  # no lock across hosts: the newer of two duplicates yields
+        older = tracker.newest_duplicate(run_id, point)
+        if older is not None:
+            tracker.delete_run(run_id)
+            return Opened(older, "busy", note=f"skipped: another job created run {older} for this point")
+    return Opened(run_id, note=d.note)
 
 
 def _stage(module: str):
@@ -92,8 +135,9 @@ def _stage(module: str):
     return importlib.import_module(f"pipeline.{module}")
 
 
-def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
-    """Run the configured stages; returns the tracker, the run id and the run's summary metrics."""
+def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str | None, dict]:
+    """Run the configured stages; returns the tracker, the run id and the run's summary metrics
+    (run id None: another live job runs the point, nothing was done)."""
     start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
     config.check(cfg)  # cheap checks first: nothing is created for a bad config
     torch.set_num_threads(config.threads(cfg.threads))
@@ -104,34 +148,54 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         config.check_with_data(cfg, data.n_train, data.steps_per_epoch)
         if "train" in cfg.stages:  # missing pretrained weights too fail before a run exists
             model = build.model(cfg, data)
-    run_id, previous_status = _open_run(cfg, tracker, job)
+    opened = _open_run(cfg, tracker, job)
+    run_id = opened.run_id
+    if opened.note:
+        print(opened.note, flush=True)
+    if opened.action in ("skip", "busy"):  # nothing to do: report the finished run, or nothing
+        return tracker, (run_id if opened.action == "skip" else None), tracker.summary(run_id)
     progress = cfg.progress
+    resuming = opened.action == "claim"
     stages = {
-        "train": lambda: train.run(cfg, tracker, run_id, progress, data, model),
+        "train": lambda: train.run(cfg, tracker, run_id, progress, data, model, resuming=resuming),
         "llc": lambda: llc.run(cfg, tracker, run_id, progress),
         "fit": lambda: fit.run(cfg, tracker, run_id),
         "calibrate": lambda: _stage("calibrate").run(cfg, tracker, run_id, progress),
         "ensemble": lambda: _stage("ensemble_stage").run(cfg, tracker, run_id, progress, data),
         "posterior": lambda: _stage("posterior_stage").run(cfg, tracker, run_id, progress),
     }
+    owned = opened.action in ("new", "claim")  # this job's attempt at the point
+    heartbeat = resume.Heartbeat(lambda: tracker.beat(run_id)).start() if owned else None
     try:
-        tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
-        if previous_status is None:
-            tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        for name in cfg.stages:
-            t0 = time.perf_counter()
-            stages[name]()
-            tracker.log_summary(run_id, {f"time/{name}_s": time.perf_counter() - t0})
-            tracker.set_tags(run_id, {f"stage.{name}": "done"})
+        with resume.INTERRUPTS.installed():
+            tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+            if owned:  # a claimed run may have been interrupted before it had its config
+                tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            for name in cfg.stages:
+                if name in opened.done:  # a resumed run keeps what its stages did
+                    continue
+                t0 = time.perf_counter()
+                stages[name]()
+                tracker.log_summary(run_id, {f"time/{name}_s": time.perf_counter() - t0})
+                tracker.set_tags(run_id, {f"stage.{name}": "done"})
+                resume.INTERRUPTS.fire()  # a signal the stage deferred while it logged
     except BaseException as e:
-        reason = f"{type(e).__name__}: {e}" if not isinstance(e, KeyboardInterrupt) else "interrupted"
-        if previous_status is None:
+        interrupted = resume.interruption(e)
+        reason = f"{type(e).__name__}: {e}" if interrupted is None else f"interrupted ({interrupted})"
+        if interrupted is not None and owned:  # resumable: the next launch goes on from here
+            tracker.kill(run_id, interrupted)
+        elif isinstance(e, resume.UnreadableState):  # left as it was found, for the user to decide
+            tracker.restore(run_id, "KILLED", str(e))
+        elif opened.previous_status is None:
             tracker.fail(run_id, reason)
         else:  # a failed re-run leaves the run as it was, with the reason beside it
-            tracker.restore(run_id, previous_status, f"re-run of {list(cfg.stages)} failed: {reason}")
-        if not isinstance(e, (UserError, train.Diverged, KeyboardInterrupt)):
+            tracker.restore(run_id, opened.previous_status, f"re-run of {list(cfg.stages)} failed: {reason}")
+        if interrupted is None and not isinstance(e, (UserError, train.Diverged)):
             tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
     tracker.log_summary(
         run_id,
         {
@@ -196,14 +260,27 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except resume.Interrupted as e:  # SIGTERM: the run is KILLED and resumable; stop the sweep too
+        print(
+            f"interrupted ({e}): the run is marked KILLED; launch the same command to resume it",
+            file=sys.stderr,
+        )
+        raise SystemExit(143) from None
     except train.Diverged as e:
         print(f"run failed (marked FAILED in MLflow): {e}", file=sys.stderr)
         return 1
     except Exception as e:
         if not job.multirun:
             raise
-        print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
+        if (why := resume.interruption(e)) is not None:  # submitit gave up on a timed-out job
+            print(
+                f"interrupted ({why}): the run is marked KILLED; launch again to resume it", file=sys.stderr
+            )
+        else:
+            print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    if run_id is None:  # another live job runs the point
+        return 0
     if config.first_stage(cfg.stages) == "ensemble":
         print(_stage("posterior_stage").report(tracker, run_id))
     else:

@@ -8,6 +8,7 @@ swaps it at phase boundaries; the loop only reports each step's loss. Plain torc
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -135,6 +136,22 @@ class PhaseSchedule:
             if self._stale >= int(phase.patience):
                 return "early_stop"
         return "max_epochs" if len(self._epoch_losses) >= int(phase.max_epochs) else None
+
+    def state_dict(self) -> dict:
+        """Where the schedule stands (the phase, its optimizer, the early-stopping counters)."""
+        keys = ("index", "records", "_start", "_epoch_losses", "_sum", "_count", "_best", "_stale")
+        return copy.deepcopy(
+            {"optimizer": self.optimizer.state_dict(), **{k: getattr(self, k) for k in keys}}
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: the current phase's optimizer is rebuilt, then restored."""
+        self.index = int(state["index"])
+        if not self.done:
+            self._begin(start_step=int(state["_start"]))
+            self.optimizer.load_state_dict(state["optimizer"])
+        for k in ("records", "_start", "_epoch_losses", "_sum", "_count", "_best", "_stale"):
+            setattr(self, k, copy.deepcopy(state[k]))
 
     def summary(self) -> dict[str, float]:
         """Summary metrics `phase/<name>/start_step`, `.../end_step`, `.../epochs` of ended phases."""

@@ -533,3 +533,86 @@ class Tracker:
             return None
         dst = dst or Path(tempfile.mkdtemp(prefix="ab-artifact-"))
         return self.client.download_artifacts(run_id, path, str(dst))
+
+    # -- re-launching a point (pipeline/resume.py decides; these read and write the runs) --------
+    def point_runs(self, config_hash: str) -> list:
+        """The runs of one point (tag `config_hash`) in this experiment, newest first, analysis
+        runs excluded."""
+        runs = self.find_runs({"config_hash": config_hash})
+        return [r for r in runs if r.data.tags.get(ANALYSIS_TAG) != "true"]
+
+    @contextlib.contextmanager
+    def point_lock(self) -> Iterator[None]:
+        """Held around looking up a point's runs and creating or claiming one, so that two jobs of
+        one point started at once on this machine do not both create a run (SQLite stores: a
+        file lock beside the store). Server stores have no lock: `newest_duplicate` backs off."""
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        db = self._sqlite_path()
+        start = time.perf_counter()
+        lock = concurrency.file_lock(db.with_name(db.name + "-points.lock"), self.max_wait_s)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(lock)
+            except TimeoutError as e:
+                raise UserError(f"{e} (another job looking up its run is stuck?): find it") from None
+            finally:
+                self._account("point_lock", time.perf_counter() - start)
+            yield
+
+    def newest_duplicate(self, run_id: str, config_hash: str) -> str | None:
+        """On a server store, after creating `run_id`: the id of an older RUNNING or FINISHED run
+        of the same point, if another job created one at the same time (then this one deletes its
+        own and stands back); None when `run_id` is the point's only live run."""
+        mine = self.client.get_run(run_id)
+        key = (mine.info.start_time, run_id)
+        for r in self.point_runs(config_hash):
+            if r.info.run_id != run_id and r.info.status in ("RUNNING", "FINISHED"):
+                if "superseded_by" not in r.data.tags and (r.info.start_time, r.info.run_id) < key:
+                    return r.info.run_id
+        return None
+
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def claim(self, run_id: str, owner: Mapping[str, str]) -> None:
+        """Take over an interrupted run: status RUNNING, owner tags of this process."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, owner)
+
+    def beat(self, run_id: str) -> None:
+        """Refresh the run's `heartbeat` tag (unix time): its owner is alive."""
+        self.client.set_tag(run_id, "heartbeat", f"{time.time():.0f}")
+
+    def kill(self, run_id: str, reason: str) -> None:
+        """Mark a run KILLED (interrupted from outside: resumable) with tag `interrupted`; never
+        raises (it runs while handling the interruption)."""
+        try:
+            self.client.set_tag(run_id, "interrupted", reason[:5000])
+            self.client.set_terminated(run_id, status="KILLED")
+        except Exception as e:
+            logging.getLogger(__name__).error("could not mark run %s KILLED: %s", run_id, e)
+
+    def supersede(self, old_run_ids: Iterable[str], new_run_id: str) -> None:
+        """Tag failed runs of a point with the run that replaces them."""
+        for old in old_run_ids:
+            self.client.set_tag(old, "superseded_by", new_run_id)
+
+    def log_files(self, run_id: str, files: Iterable[Path], artifact_path: str) -> None:
+        """Upload the given local files under `artifact_path` (one call per file)."""
+        for f in files:
+            self.client.log_artifact(run_id, str(f), artifact_path)
+
+    def delete_artifacts(self, run_id: str, path: str) -> bool:
+        """Remove an artifact (file or folder) of a run where the artifact store allows it (local
+        files, `mlflow-artifacts:` through a server); False where it does not."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        uri = self.client.get_run(run_id).info.artifact_uri
+        try:
+            repo = get_artifact_repository(uri, tracking_uri=self.uri)
+            self._call(lambda: repo.delete_artifacts(path), label="delete_artifacts")
+        except (NotImplementedError, UserError):
+            return False
+        return True

@@ -120,3 +120,29 @@ def test_phased_run_records_phases_and_fits_the_sgd_phase(tiny_cfg) -> None:
             ),
             JOB,
         )
+
+
+def test_a_schedule_restored_from_its_state_goes_on_as_the_original() -> None:
+    """The phase, its optimizer's state and the early-stopping counters survive a resume."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    losses = [1.0, 0.5, 0.49995, 0.49991, 0.49992] + [0.4] * 10
+
+    def run_steps(s: PhaseSchedule, m: torch.nn.Module, steps: range) -> None:
+        for step in steps:
+            m(torch.ones(1, 3)).sum().backward()
+            s.optimizer.step()
+            s.optimizer.zero_grad()
+            s.after_step(step, losses[(step - 1) // 4])
+
+    original = PhaseSchedule(two_phases(), model, steps_per_epoch=4)
+    run_steps(original, model, range(1, 11))  # mid-epoch, mid-phase: Adam has moments
+    state = original.state_dict()
+    copy = torch.nn.Linear(3, 2)
+    copy.load_state_dict(model.state_dict())
+    restored = PhaseSchedule(two_phases(), copy, steps_per_epoch=4)
+    restored.load_state_dict(state)
+    run_steps(original, model, range(11, 26))
+    run_steps(restored, copy, range(11, 26))
+    assert restored.done and restored.records == original.records and len(original.records) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.state_dict().values()))

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.tracking import SUMMARY_METRICS, Tracker
 from tests import slurm_cluster
-from tests.conftest import ROOT, TINY, compose_cfg, launch
+from tests.conftest import ROOT, TINY, launch
 
 # TINY without threads=1: a job's threads must come from Slurm's CPUs per task.
 TINY_SLURM = [a for a in TINY if not a.startswith("threads=")]
@@ -66,13 +66,6 @@ def submission_script(cwd: Path) -> str:
 def reasons(run) -> str:
     """Why a run did not finish, from whichever tag recorded it."""
     return " ".join(v for k, v in run.data.tags.items() if k in ("failure_reason", "interrupted"))
-
-
-def one_run_per_point_needs_resume() -> None:
-    """A requeued job starts a second run until resume (config key `resume`) finds and takes over
-    the interrupted one: the single-run assertion waits for that branch."""
-    if "resume" not in compose_cfg([]):
-        pytest.xfail("one run per requeued point needs resume (branch issue-resume): a second run is created")
 
 
 def test_without_slurm_the_reason_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -192,8 +185,10 @@ def test_preempted_point_is_requeued_and_finishes(cluster, tmp_path: Path, store
     assert len(finished) == 1, [(r.info.status, reasons(r)) for r in runs]
     assert finished[0].data.tags["slurm_job"] == job
     assert all(math.isfinite(finished[0].data.metrics[k]) for k in SUMMARY_METRICS)
-    one_run_per_point_needs_resume()
     assert len(runs) == 1, [(r.info.status, reasons(r)) for r in runs]
+    # The requeued job took the run over and went on from the state saved when USR2 came.
+    assert f"resuming run {run.info.run_id} (interrupted)" in log
+    assert "train: resuming at step " in log and "train: resuming at step 0 " not in log
 
 
 @pytest.mark.slow
@@ -227,5 +222,6 @@ def test_timed_out_point_is_requeued_max_num_timeout_times(cluster, tmp_path: Pa
     assert all(r.info.status != "FINISHED" for r in runs)
     last = max(runs, key=lambda r: r.info.start_time)
     assert "timed-out too many times" in reasons(last), last.data.tags
-    one_run_per_point_needs_resume()
     assert len(runs) == 1, [(r.info.status, reasons(r)) for r in runs]
+    assert f"resuming run {last.info.run_id} (interrupted)" in log
+    assert last.info.status == "KILLED"  # a re-launch with a longer time limit resumes it
