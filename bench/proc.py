@@ -4,9 +4,9 @@ A child's own peak resident memory comes from `os.wait4`'s rusage for that child
 `ru_maxrss`: the largest of the child and the descendants it waited for, never their sum;
 `getrusage(RUSAGE_CHILDREN)` deltas would mix up several children). The peak of several processes
 running at once (a parallel sweep, the launcher's workers) is the largest sum of their resident
-memory, sampled from /proc every `interval` seconds as the sum of their proportional set sizes (PSS:
-pages shared by several processes, such as torch's libraries, are divided between them instead of
-counted in full by each). Linux only; a peak shorter than the interval can be missed.
+memory, sampled from /proc every `interval` seconds: their anonymous memory summed plus the largest
+file-backed part (the libraries they all map, torch's ~600 MB, are in memory once; a plain sum of RSS
+would count them once per process). Linux only; a peak shorter than the interval can be missed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Result:
     max_rss_mb: float  # this process's peak (wait4), descendants it waited for included
     stdout: str
     stderr: str
-    tree_peak_mb: float = float("nan")  # peak of the summed PSS of the process and its descendants
+    tree_peak_mb: float = float("nan")  # peak memory of the process and its descendants together
 
     def check(self) -> Result:
         """Self, or a RuntimeError with the command's last lines when it failed."""
@@ -41,44 +41,41 @@ class Result:
         return self
 
 
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, for every process /proc shows."""
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and ')'
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
+def _descendants(root: int) -> list[int]:
+    """The pids of `root`'s descendants (children of any of its threads, recursively)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                kids = [int(c) for c in children.read_text().split()]
+            except OSError:  # the thread or process ended meanwhile
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
-def _pss_mb(pid: int) -> float:
-    """The process's proportional set size (its resident pages, shared ones divided by their sharers),
-    else its RSS where the kernel has no smaps_rollup."""
-    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
-        try:
-            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
-                if line.startswith(key):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return 0.0
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(private anonymous + shared-memory, file-backed) resident kilobytes of one process."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields.get("RssAnon", 0) + fields.get("RssShmem", 0), fields.get("RssFile", 0)
 
 
 def tree_memory_mb(root: int, include_root: bool = True) -> float:
-    """Memory of `root` and all its descendants together, now: the sum of their PSS (libraries that
-    several processes map, torch's 600 MB among them, count once, not once per process)."""
-    tree, total, todo = _children(), 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid != root or include_root:
-            total += _pss_mb(pid)
-        todo.extend(tree.get(pid, []))
-    return total
+    """Resident memory of `root` and its descendants together, now: their anonymous and shared
+    memory summed, plus the largest file-backed part of any one of them (the processes map the
+    same libraries, torch's ~600 MB among them, which are in memory once, not once per process)."""
+    pids = ([root] if include_root else []) + _descendants(root)
+    parts = [_memory_kb(p) for p in pids]
+    return (sum(a for a, _ in parts) + max((f for _, f in parts), default=0)) / 1024
 
 
 class TreeSampler:
@@ -119,7 +116,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
                     proc.kill()
                     pid, status, usage = os.wait4(proc.pid, 0)
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         out.seek(0)

@@ -204,7 +204,8 @@ def figures(mode: Mode, n_jobs: int, launcher: str) -> list[Figure]:
             "peak_rss_sweep_mb",
             f"6b. peak memory, {n} seeds (all processes at once, MB)",
             "lower",
-            f"largest sum of the PSS of every process at once, sampled from /proc every 0.1 s: ours "
+            f"peak of the processes' memory together (anonymous summed, libraries once), sampled from /proc "
+            f"every 0.1 s: ours "
             f"seeds={n} in one job, the baseline {n_jobs} processes at a time (4b)",
             _get("sweeps", "ours_batched", "peak_mb"),
             _get("sweeps", "baseline_parallel", "peak_mb"),
