@@ -2,7 +2,8 @@
 
 Prints a Markdown table (figure, ours, baseline, ratio ours / baseline, whether higher or lower
 is better) and the issue's targets, and writes everything, per-round values and machine facts
-included, to `<out>/<timestamp>.json`.
+included, to `<out>/<timestamp>.json`. `python -m bench --render <that file>` prints the Markdown
+again (for the README's measured table) without measuring anything.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-sweeps", action="store_true", help="skip the sweep-throughput figures (4, 6b)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON file")
     p.add_argument("--keep", action="store_true", help="keep the stores and outputs (printed at the end)")
+    p.add_argument(
+        "--render", type=Path, default=None, help="print the Markdown of a results JSON file, measure nothing"
+    )
     args = p.parse_args(argv)
+    if args.render is not None and not args.render.is_file():
+        p.error(f"--render {args.render}: no such file; the results are in bench/results/<timestamp>.json")
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     if unknown:
         p.error(f"unknown case {unknown[0]!r}: choose from {', '.join(CASES)}")
@@ -54,6 +60,9 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
+    if args.render is not None:
+        print(render(json.loads(args.render.read_text())))
+        return args.render
     mode = MODES[args.mode]
     repeats = args.repeats or mode.repeats
     threads = args.threads or len(os.sched_getaffinity(0))

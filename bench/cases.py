@@ -22,9 +22,9 @@ class Mode:
 
 
 MODES = {
-    # The cases as stated; about 1.5 h on 2 shared cores (see the README section).
+    # The cases as stated; 1.5-2 h on 2 quiet cores, estimated from the quick run (README "Benchmarks").
     "full": Mode("full", repeats=3, sweep_seeds=8, big_seeds=50),
-    # A few minutes: fewer steps, seeds and repeats; λ still with Table 3's settings.
+    # 20 min on 2 loaded cores: fewer steps, seeds and repeats; λ still with Table 3's settings.
     "quick": Mode("quick", repeats=1, sweep_seeds=4, big_seeds=8, steps=300, llc_calls=3),
     # Seconds per run, for the harness's own test: tests/conftest.py TINY's sizes.
     "tiny": Mode(

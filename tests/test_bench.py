@@ -142,3 +142,30 @@ def test_harness_tiny_mode_end_to_end(tmp_path: Path):
     m = result["machine"]
     assert m["cores"] >= 1 and m["torch_threads"] >= 1 and len(m["git_commit"]) == 40
     assert len(result["load_average_before"]) == 3 and len(result["load_average_after"]) == 3
+
+
+def test_render_prints_a_saved_result_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`python -m bench --render <json>`: the tables of a saved result, for the README, nothing measured."""
+    from bench.__main__ import main
+
+    mode = MODES["full"]
+    figs = report.assemble([_round(0.5)], mode, 2, "parallel")
+    result = {
+        "mode": "full",
+        "settings": {"repeats": 1},
+        "machine": report.machine(2),
+        "load_average_before": [0.5, 0.4, 0.3],
+        "load_average_after": [1.0, 0.8, 0.6],
+        "duration_s": 600.0,
+        "cases": {"default": {"description": "the default job", "figures": figs}},
+        "targets": report.targets({"default": {"figures": figs}}, mode),
+    }
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert main(["--render", str(path)]) == path
+    out = capsys.readouterr().out
+    assert "load average before 0.50, after 1.00" in out and "10.0 min" in out
+    assert "| 3a. whole job, wall clock (s) | lower | 10 | 20 | 0.5 |" in out
+    assert "| whole default job ≥ 5× faster than the baseline | 2.00× (20.0 s → 10.0 s) | no |" in out
+    with pytest.raises(SystemExit):
+        main(["--render", str(tmp_path / "missing.json")])
