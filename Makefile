@@ -31,6 +31,9 @@ test: $(STAMP) ## run the test suite (slow tests excluded; make test PYTEST_ARGS
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+bench: $(STAMP) ## benchmark vs the straightforward baseline: table + bench/results/<time>.json (1.5-2 h; ARGS="--quick": ~20 min)
+	$(PY) -m bench $(ARGS)
+
 SWEEP ?=
 RESULTS ?= results
 
@@ -48,4 +51,4 @@ lock: $(STAMP) ## rewrite requirements.lock from the current environment
 clean: ## remove run outputs (keeps the environment and the MLflow store)
 	rm -rf outputs multirun .pytest_cache
 
-.PHONY: help venv run test lint figures ui lock clean
+.PHONY: help venv run test lint bench figures ui lock clean

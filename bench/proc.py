@@ -1,0 +1,149 @@
+"""Running the measured commands: wall clock, each process's peak memory, the process tree's peak.
+
+A child's own peak resident memory comes from `os.wait4`'s rusage for that child (Linux's
+`ru_maxrss`: the largest of the child and the descendants it waited for, never their sum;
+`getrusage(RUSAGE_CHILDREN)` deltas would mix up several children). The peak of several processes
+running at once (a parallel sweep, the launcher's workers) is the largest sum of their resident
+memory, sampled from /proc every `interval` seconds: their anonymous memory summed plus the largest
+file-backed part (the libraries they all map, torch's ~600 MB, are in memory once; a plain sum of RSS
+would count them once per process). Linux only; a peak shorter than the interval can be missed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Result:
+    """One finished command."""
+
+    cmd: list[str]
+    returncode: int
+    wall_s: float
+    max_rss_mb: float  # this process's peak (wait4), descendants it waited for included
+    stdout: str
+    stderr: str
+    tree_peak_mb: float = float("nan")  # peak memory of the process and its descendants together
+
+    def check(self) -> Result:
+        """Self, or a RuntimeError with the command's last lines when it failed."""
+        if self.returncode != 0:
+            tail = "\n".join(self.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"{' '.join(self.cmd)} exited with {self.returncode}:\n{tail}")
+        return self
+
+
+def _descendants(root: int) -> list[int]:
+    """The pids of `root`'s descendants (children of any of its threads, recursively)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                kids = [int(c) for c in children.read_text().split()]
+            except OSError:  # the thread or process ended meanwhile
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(private anonymous + shared-memory, file-backed) resident kilobytes of one process."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields.get("RssAnon", 0) + fields.get("RssShmem", 0), fields.get("RssFile", 0)
+
+
+def tree_memory_mb(root: int, include_root: bool = True) -> float:
+    """Resident memory of `root` and its descendants together, now: their anonymous and shared
+    memory summed, plus the largest file-backed part of any one of them (the processes map the
+    same libraries, torch's ~600 MB among them, which are in memory once, not once per process)."""
+    pids = ([root] if include_root else []) + _descendants(root)
+    parts = [_memory_kb(p) for p in pids]
+    return (sum(a for a, _ in parts) + max((f for _, f in parts), default=0)) / 1024
+
+
+class TreeSampler:
+    """Samples the memory of `root`'s process tree in a thread; `peak_mb` is the largest sum."""
+
+    def __init__(self, root: int, include_root: bool = True, interval: float = 0.1) -> None:
+        self.root, self.include_root, self.interval = root, include_root, interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_memory_mb(self.root, self.include_root))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 7200) -> Result:
+    """Run `cmd` to its end in `cwd`; stdout and stderr go through files (no pipe to fill up)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        with TreeSampler(proc.pid) as sampler:
+            deadline = t0 + timeout
+            while True:  # wait4 with WNOHANG, so that a time limit can be kept
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    proc.kill()
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return Result(
+            cmd=list(cmd),
+            returncode=proc.returncode,
+            wall_s=wall,
+            max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+            stdout=out.read(),
+            stderr=err.read(),
+            tree_peak_mb=sampler.peak_mb,
+        )
+
+
+@dataclass
+class Batch:
+    """Several commands run `at_once` at a time: the wall clock of all, and their summed peak memory."""
+
+    results: list[Result] = field(default_factory=list)
+    wall_s: float = 0.0
+    peak_mb: float = 0.0
+
+
+def run_many(cmds: list[tuple[list[str], Path]], at_once: int, env: dict[str, str] | None = None) -> Batch:
+    """Run (command, cwd) pairs, `at_once` at a time, in order of the list."""
+    t0 = time.perf_counter()
+    with TreeSampler(os.getpid(), include_root=False) as sampler, ThreadPoolExecutor(at_once) as pool:
+        results = list(pool.map(lambda c: run(c[0], c[1], env), cmds))
+    return Batch(results=results, wall_s=time.perf_counter() - t0, peak_mb=sampler.peak_mb)
