@@ -115,12 +115,16 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str, dict]:
         "posterior": lambda: _stage("posterior_stage").run(cfg, tracker, run_id, progress),
     }
     try:
-        tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
         if previous_status is None:
+            tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
             tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        for name in cfg.stages:
+        for i, name in enumerate(cfg.stages):
             t0 = time.perf_counter()
             stages[name]()
+            if i == 0 and previous_status is not None:
+                # The settings a re-run changed (tags override.<key>) are logged once its first stage
+                # has recorded with them: a re-run that fails before leaves them as they were.
+                tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
             tracker.log_summary(run_id, {f"time/{name}_s": time.perf_counter() - t0})
             tracker.set_tags(run_id, {f"stage.{name}": "done"})
     except BaseException as e:
