@@ -8,6 +8,7 @@ to the status it had, so nothing it recorded is lost. Tables, JSON and text read
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -40,6 +41,9 @@ def check_checkpoints(run_id: str, files: list[Path]) -> None:
     """Every checkpoint file opens as a torch archive, checked before the model and data are built
     (memory-mapped: the tensors are not read, so this costs little even for large models)."""
     for f in files:
+        if not zipfile.is_zipfile(f):  # torch.save writes a zip archive; mmap's own error misleads
+            why = ValueError("not a torch.save archive")
+            raise UserError(unreadable_artifact(run_id, f"checkpoints/{f.name}", why))
         load_checkpoint(run_id, f, "cpu", mmap=True)
 
 

@@ -91,9 +91,13 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
-def unreadable_artifact(run_id: str, path: str, error: Exception) -> str:
-    """The line for a recorded file a stage cannot read back (corrupted, cut short, overwritten)."""
-    why = (str(error).strip().splitlines() or [""])[0][:160]
+def unreadable_artifact(run_id: str, path: str, error: Exception, local: str | None = None) -> str:
+    """The line for a recorded file a stage cannot read back (corrupted, cut short, overwritten);
+    `local`: where it was downloaded to, named as the artifact instead (the download is removed)."""
+    why = (str(error).strip().splitlines() or [""])[0]
+    why = why.replace(local, path) if local else why
+    if len(why) > 160:
+        why = why[:160].rsplit(" ", 1)[0] + " ..."
     return (
         f"artifact {path} of run {run_id} is unreadable ({type(error).__name__}: {why}): re-train the "
         "point (launch it again with its first stage; the run's params hold its config)"
@@ -536,7 +540,7 @@ class Tracker:
             try:
                 return read(local)
             except Exception as e:  # a corrupted file: one line naming it, the run left as it was
-                raise UserError(unreadable_artifact(run_id, path, e)) from None
+                raise UserError(unreadable_artifact(run_id, path, e, str(local))) from None
 
     def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
