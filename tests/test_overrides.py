@@ -20,7 +20,8 @@ def documented_commands() -> list[list[str]]:
     such as <id> filled in; lines continued with a backslash cut there)."""
     commands = set()
     for doc in DOCS:
-        for m in re.finditer(r"python launch\.py([^\n`#|\\]*)", doc.read_text()):
+        lines = [line for line in doc.read_text().splitlines() if "error: " not in line]  # not the messages
+        for m in re.finditer(r"python launch\.py([^\n`#|\\]*)", "\n".join(lines)):
             line = re.sub(r"<[^>]*>", "x", m.group(1)).replace("[overrides]", "").replace("...", "")
             if "=NAME" not in line:  # `+experiment=NAME`: a name to fill in
                 commands.add(line.strip())
