@@ -31,10 +31,13 @@ _ABSENT = object()
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]] | str | None:
-    """(flags, overrides); a problem line for a flag after the overrides; None to leave all to Hydra."""
+    """(flags, overrides); a problem line for overrides on both sides of a flag (argparse, under
+    Hydra, takes them before or after the options, not both); None to leave all to Hydra."""
     flags: list[str] = []
     overrides: list[str] = []
     expect_value = False
+    flag_after = None  # the first flag that came after an override
+    between = False  # an override came after it
     for arg in argv:
         if expect_value:
             flags.append(arg)
@@ -43,15 +46,18 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]] | str | None:
             name = arg.partition("=")[0]
             if name in OTHER_FLAGS:
                 return None
-            if overrides:
-                return (
-                    f"option {arg} comes after the overrides ({overrides[-1]}): put options first, "
-                    f"e.g. python launch.py {arg} {' '.join(overrides)}"
-                )
+            if overrides and flag_after is None:
+                flag_after = arg
             flags.append(arg)
             expect_value = name in VALUE_FLAGS and "=" not in arg
         else:
+            between = between or flag_after is not None
             overrides.append(arg)
+    if between:
+        return (
+            f"option {flag_after} stands between overrides: put options first, e.g. python launch.py "
+            f"{' '.join([*flags, *overrides])}"
+        )
     return flags, overrides
 
 

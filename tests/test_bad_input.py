@@ -66,7 +66,11 @@ BEFORE_ANY_RUN = [
         "error: unknown model 'resnet_nonexistent': choose",
     ),
     ("sweep-without-m", ["lr=0.1,0.2"], "error: lr=0.1,0.2 is a sweep: add -m"),
-    ("option-after-overrides", ["lr=0.1", "-m"], "error: option -m comes after the overrides"),
+    (
+        "option-between-overrides",
+        ["lr=0.1", "-m", "seed=0,1"],
+        "error: option -m stands between overrides: put options first, e.g. python launch.py -m ",
+    ),
     ("group-not-added", ["experiment=moons_posterior"], "add it with +experiment=moons_posterior"),
     ("key-added-twice", ["+lr=0.1"], "error: key 'lr' exists already: write lr=0.1"),
     # paths
@@ -184,7 +188,7 @@ def command(args: list[str], store: str) -> list[str]:
     """The case's options, the tiny job's settings, the recorded store, the case's overrides."""
     flags = [a for a in args if a.startswith("-")]
     if flags and args[0] not in flags:  # a case about where options go keeps its order
-        return [*args, *SHRINK]
+        return [*SHRINK, *args]
     overrides = [a for a in args if not a.startswith("-")]
     tracking = [] if any(a.startswith("tracking.uri") for a in overrides) else [f"tracking.uri={store}"]
     return [*flags, *SHRINK, *tracking, *overrides]
@@ -203,7 +207,7 @@ FAST = {
     "sweep-unknown-option",
     "unknown-group-option",
     "sweep-without-m",
-    "option-after-overrides",
+    "option-between-overrides",
     "group-not-added",
     "key-added-twice",
     "mnist-missing",
