@@ -187,6 +187,11 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"llc.method={cfg.llc.method}: choose batched or serial")
     if cfg.threads is not None and int(cfg.threads) < 1:
         raise UserError(f"threads={cfg.threads} must be ≥ 1, or null for the cores available")
+    if not str(cfg.tracking.experiment or "").strip():
+        raise UserError(
+            "tracking.experiment is empty: name the MLflow experiment, e.g. "
+            "tracking.experiment=almost-bayesian"
+        )
     if int(cfg.llc.num_burnin_steps) < 0:
         raise UserError(f"llc.num_burnin_steps={cfg.llc.num_burnin_steps} must be ≥ 0")
     if str(cfg.device).startswith("cuda"):

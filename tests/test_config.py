@@ -130,6 +130,11 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
         ("threads=0", "threads=0 must be ≥ 1, or null for the cores available"),
         ("stages=train", "stages=train is not a list: write stages=[train], e.g. stages=[train,llc,fit]"),
         ("llc.method=bad", "llc.method=bad: choose batched or serial"),
+        (
+            "tracking.experiment=''",
+            "tracking.experiment is empty: name the MLflow experiment, e.g. "
+            "tracking.experiment=almost-bayesian",
+        ),
     ],
 )
 def test_values_of_the_wrong_type_fail_in_one_line(override: str, line: str) -> None:
