@@ -194,6 +194,9 @@ def check(cfg: DictConfig) -> None:
         )
     if int(cfg.llc.num_burnin_steps) < 0:
         raise UserError(f"llc.num_burnin_steps={cfg.llc.num_burnin_steps} must be ≥ 0")
+    from pipeline.build import check_optimizer  # instantiates: imported when checked
+
+    check_optimizer(cfg)
     if str(cfg.device).startswith("cuda"):
         import torch
 

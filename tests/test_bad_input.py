@@ -41,6 +41,17 @@ BEFORE_ANY_RUN = [
     ("llc-online-not-bool", ["llc.online=yes"], "error: llc.online=yes is not true or false"),
     ("llc-method", ["llc.method=bad"], "error: llc.method=bad: choose batched or serial"),
     ("fit-points", ["fit.points=bad"], "error: fit.points=bad: choose llc or all"),
+    (
+        "optimizer-setting",
+        ["optimizer.weight_decay=-1"],
+        "error: optimizer torch.optim.SGD refused its settings (ValueError: Invalid weight_decay value: -1): "
+        "check the optimizer.* values",
+    ),
+    (
+        "model-setting",
+        ["model.hidden=abc"],
+        "error: model pipeline.models.MLP refused its settings (ValueError: ",
+    ),
     ("seeds-zero", ["seeds=0"], "error: seeds=0: give a number of seeds ≥ 1"),
     ("max-wait-negative", ["tracking.max_wait_s=-1"], "error: tracking.max_wait_s=-1 must be ≥ 0 seconds"),
     ("stages-order", ["stages=[fit,train]"], "error: stages=['fit', 'train'] out of order"),

@@ -131,6 +131,11 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
         ("stages=train", "stages=train is not a list: write stages=[train], e.g. stages=[train,llc,fit]"),
         ("llc.method=bad", "llc.method=bad: choose batched or serial"),
         (
+            "optimizer.weight_decay=-1",
+            "optimizer torch.optim.SGD refused its settings (ValueError: Invalid weight_decay value: -1): "
+            "check the optimizer.* values (python launch.py --cfg job shows them)",
+        ),
+        (
             "tracking.experiment=''",
             "tracking.experiment is empty: name the MLflow experiment, e.g. "
             "tracking.experiment=almost-bayesian",
