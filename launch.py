@@ -91,8 +91,16 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+def command_line_problem(argv: list[str]) -> str | None:
+    """One line for a bad command line (an unknown group option or key, a malformed override, an
+    output folder Hydra cannot write), checked before Hydra runs; None when Hydra may go on."""
+    from pipeline.overrides import problem
+
+    return unknown_group_option(argv) or problem(argv, CONF)
+
+
 if __name__ == "__main__":
-    if problem := unknown_group_option(sys.argv[1:]):
+    if problem := command_line_problem(sys.argv[1:]):
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     main()

@@ -47,7 +47,32 @@ def model(cfg: DictConfig, d: Data) -> nn.Module:
         cause = e.__cause__ or e
         if isinstance(cause, UserError):
             raise cause from None
+        if isinstance(cause, (TypeError, ValueError, RuntimeError)):  # a value it cannot take
+            raise UserError(refused(f"model {cfg.model._target_}", "model", cause)) from e
         raise
+
+
+def refused(what: str, key: str, cause: Exception) -> str:
+    """The line for settings a constructor refused (`model.hidden=abc`, `optimizer.momentum=-1`)."""
+    why = (str(cause).strip().splitlines() or [""])[0][:160]
+    return (
+        f"{what} refused its settings ({type(cause).__name__}: {why}): check the {key}.* values "
+        "(python launch.py --cfg job shows them)"
+    )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """The optimizers' settings, as torch checks them (lr, momentum, betas, weight decay), built
+    once on a one-element parameter before anything trains."""
+    specs = {"optimizer": cfg.optimizer}
+    for name, p in (cfg.train.get("phases") or {}).items():
+        specs[f"train.phases.{name}.optimizer"] = p.optimizer
+    for key, spec in specs.items():
+        try:
+            instantiate(spec)([torch.nn.Parameter(torch.zeros(1))])
+        except Exception as e:
+            cause = e.__cause__ or e
+            raise UserError(refused(f"optimizer {spec.get('_target_')}", key, cause)) from e
 
 
 def task(cfg: DictConfig) -> Task:

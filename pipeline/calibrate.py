@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, llc
+from pipeline import artifacts, build, llc
 from pipeline.errors import UserError
 from pipeline.progress import bar
 from pipeline.tracking import Tracker
@@ -110,7 +109,7 @@ def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path) -
 
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Run the grid on the chosen checkpoint and log the table, the trace plots and the recommendation."""
-    trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
+    trained = artifacts.trained_config(tracker, run_id)
     kept = {
         int(Path(p).stem.removeprefix("step_")): p
         for p in tracker.artifact_paths(run_id, "checkpoints")
@@ -126,7 +125,8 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
     model = build.model(trained, data).to(cfg.device)
     sgld_loss = build.task(trained).sgld_loss  # the model's own loss, as the llc stage uses
     with tempfile.TemporaryDirectory() as tmp:
-        model.load_state_dict(torch.load(tracker.download_file(run_id, kept[step], Path(tmp)), cfg.device))
+        path = tracker.download_file(run_id, kept[step], Path(tmp))
+        model.load_state_dict(artifacts.load_checkpoint(run_id, path, cfg.device))
         from devinterp.utils import default_nbeta
 
         grid = settings(cfg, float(default_nbeta(data.batch_size)))

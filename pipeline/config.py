@@ -63,8 +63,76 @@ def train_hash(cfg: DictConfig) -> str:
     return _digest(keep)
 
 
+# The type of each value a user sets (None: the key may be null), with an example for the fix.
+TYPES: dict[str, tuple[type, bool, str]] = {
+    "lr": (float, False, "1e-2"),
+    "batch": (int, False, "64"),
+    "seed": (int, False, "0"),
+    "threads": (int, True, "1"),
+    "progress": (bool, True, "false"),
+    "device": (str, False, "cpu"),
+    "train.epochs": (int, False, "250"),
+    "train.steps": (int, True, "1000"),
+    "train.eval_every": (int, False, "100"),
+    "train.record_every_step_up_to": (int, False, "20000"),
+    "train.record_log_points": (int, False, "500"),
+    "train.keep_checkpoints": (bool, False, "true"),
+    "llc.every": (int, False, "100"),
+    "llc.lr": (float, False, "1e-5"),
+    "llc.localization": (float, False, "100"),
+    "llc.nbeta": (float, True, "10"),
+    "llc.num_chains": (int, False, "1"),
+    "llc.num_draws": (int, False, "400"),
+    "llc.num_burnin_steps": (int, False, "0"),
+    "llc.num_steps_bw_draws": (int, False, "1"),
+    "llc.online": (bool, False, "false"),
+    "llc.last": (int, False, "10"),
+    "llc.seed": (int, False, "0"),
+    "llc.max_stacked": (int, False, "20000000"),
+    "llc.method": (str, False, "batched"),
+    "fit.points": (str, False, "llc"),
+    "fit.start_step": (int, True, "1000"),
+    "fit.end_step": (int, True, "10000"),
+    "fit.crossover": (bool, False, "true"),
+    "fit.shift": (bool, False, "false"),
+    "fit.bootstrap.samples": (int, False, "1000"),
+    "fit.bootstrap.level": (float, False, "0.95"),
+    "fit.bootstrap.block": (int, True, "4"),
+    "tracking.max_wait_s": (float, False, "300"),
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a name"}
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if isinstance(value, bool) or kind is bool:  # True is an int to Python, not to a user
+        return isinstance(value, bool) and kind is bool
+    if kind is int:  # 1e4 is read as a float: an integer still
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Every value in `TYPES` has its type (`lr=abc`, `batch=1.5`, `llc.online=yes` are refused)."""
+    absent = object()
+    for key, (kind, nullable, example) in TYPES.items():
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is absent or (value is None and nullable):
+            continue
+        if not _has_type(value, kind):
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+            null = " or null" if nullable else ""
+            raise UserError(f"{key}={shown} is not {_TYPE_NAMES[kind]}{null}: e.g. {key}={example}")
+
+
 def check(cfg: DictConfig) -> None:
     """Checks that need no data: raise UserError with a one-line fix."""
+    if isinstance(cfg.stages, str) or not OmegaConf.is_list(cfg.stages):
+        raise UserError(
+            f"stages={cfg.stages} is not a list: write stages=[{cfg.stages}], e.g. stages=[train,llc,fit]"
+        )
+    check_types(cfg)
     stages = list(cfg.stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -121,6 +189,20 @@ def check(cfg: DictConfig) -> None:
             f"resume.every_s={r.every_s} must be ≥ 0 and resume.stale_after_s={r.stale_after_s} "
             "> 120 (two heartbeats), e.g. resume.every_s=120 resume.stale_after_s=900"
         )
+    if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
+        raise UserError(f"llc.method={cfg.llc.method}: choose batched or serial")
+    if cfg.threads is not None and int(cfg.threads) < 1:
+        raise UserError(f"threads={cfg.threads} must be ≥ 1, or null for the cores available")
+    if not str(cfg.tracking.experiment or "").strip():
+        raise UserError(
+            "tracking.experiment is empty: name the MLflow experiment, e.g. "
+            "tracking.experiment=almost-bayesian"
+        )
+    if int(cfg.llc.num_burnin_steps) < 0:
+        raise UserError(f"llc.num_burnin_steps={cfg.llc.num_burnin_steps} must be ≥ 0")
+    from pipeline.build import check_optimizer  # instantiates: imported when checked
+
+    check_optimizer(cfg)
     if str(cfg.device).startswith("cuda"):
         import torch
 

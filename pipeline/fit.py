@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import llc
+from pipeline import artifacts, llc
 from pipeline.errors import UserError
 from pipeline.exponent import (
     bootstrap_spectral_dimension,
@@ -161,9 +161,9 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     """Fit the run's recorded trajectory with the window in `cfg.fit` and log the result."""
     traj = tracker.load_table(run_id, "trajectory")
     if traj is None:
-        raise RuntimeError(f"run {run_id} has no trajectory.parquet: run the train stage first")
+        raise UserError(f"run {run_id} has no trajectory.parquet: run the train stage first")
     llc_table = tracker.load_table(run_id, "llc")
-    trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
+    trained = artifacts.trained_config(tracker, run_id)
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
     metrics = tracker.summary(run_id)
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}

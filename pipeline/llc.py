@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import build, resume
+from pipeline import artifacts, build, resume
 from pipeline.data import Data
 from pipeline.errors import UserError
 from pipeline.models import num_params
@@ -399,7 +399,7 @@ class Partial:
 
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Estimate λ at every checkpoint the train stage kept, with the settings in `cfg.llc`."""
-    trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
+    trained = artifacts.trained_config(tracker, run_id)
     if trained.llc.online and cfg.llc.online:
         table = tracker.load_table(run_id, "llc")
         if table is not None:  # estimated during training already
@@ -415,6 +415,7 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                 f"run {run_id} kept no checkpoints at multiples of llc.every={every}: "
                 "re-train with train.keep_checkpoints=true and llc.online=false"
             )
+        artifacts.check_checkpoints(run_id, [f for _, f in chosen])  # before data and model are built
         # Data and model are rebuilt only once there is something to estimate on.
         data = build.data(trained)
         model = build.model(trained, data).to(cfg.device)
@@ -429,13 +430,13 @@ def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = 
                 groups = stacked_groups(len(chosen), num_params(model), int(cfg.llc.max_stacked))
                 for group in bar(progress, iterable=groups, desc=f"llc ({len(chosen)} estimates, batched)"):
                     part = [chosen[i] for i in group]
-                    states = [torch.load(f, map_location=cfg.device) for _, f in part]
+                    states = [artifacts.load_checkpoint(run_id, f, cfg.device) for _, f in part]
                     steps = [step for step, _ in part]
                     found = estimate_many(model, states, data, cfg.llc, steps, cfg.device, task)
                     partial.add([{"step": step, **row} for step, row in zip(steps, found)])
             else:
                 for step, f in bar(progress, iterable=chosen, desc="llc"):
-                    model.load_state_dict(torch.load(f, map_location=cfg.device))
+                    model.load_state_dict(artifacts.load_checkpoint(run_id, f, cfg.device))
                     row = estimate(model, data, cfg.llc, step, cfg.device, task.sgld_loss)
                     partial.add([{"step": step, **row}])
         except BaseException as e:

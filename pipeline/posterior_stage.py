@@ -34,7 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import silhouette_score
 
-from pipeline import build, clusters, ensemble_stage, posterior, posterior_figures, tempering
+from pipeline import artifacts, build, clusters, ensemble_stage, posterior, posterior_figures, tempering
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker
 
@@ -130,7 +130,7 @@ def table_2(
 def run(cfg: DictConfig, tracker: Tracker, run_id: str, progress: bool | None = None) -> dict:
     """Steps 1-4 above on the run's ensemble; logs tables, Table 2 and the figures."""
     pc = cfg.posterior
-    trained = OmegaConf.create(tracker.load_text(run_id, "config.yaml") or "{}")
+    trained = artifacts.trained_config(tracker, run_id)
     members = tracker.load_table(run_id, "members")
     if members is None or "ensemble" not in trained:
         raise UserError(f"run {run_id} has no ensemble: run stages=[ensemble,posterior] first")

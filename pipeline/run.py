@@ -168,7 +168,11 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str | None, dict]:
     heartbeat = resume.Heartbeat(lambda: tracker.beat(run_id)).start() if owned else None
     try:
         with resume.INTERRUPTS.installed():
-            tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+            # A re-run's changed settings (tags override.<key>) are logged once its first stage has
+            # recorded with them: a re-run that fails before leaves them as they were.
+            defer = opened.previous_status is not None and not owned
+            if not defer:
+                tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
             if owned:  # a claimed run may have been interrupted before it had its config
                 tracker.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             for name in cfg.stages:
@@ -176,6 +180,9 @@ def execute(cfg: DictConfig, job: JobInfo) -> tuple[Tracker, str | None, dict]:
                     continue
                 t0 = time.perf_counter()
                 stages[name]()
+                if defer:
+                    tracker.log_params(run_id, config.flatten(config.as_dict(cfg)))
+                    defer = False
                 tracker.log_summary(run_id, {f"time/{name}_s": time.perf_counter() - t0})
                 tracker.set_tags(run_id, {f"stage.{name}": "done"})
                 resume.INTERRUPTS.fire()  # a signal the stage deferred while it logged

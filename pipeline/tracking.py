@@ -41,6 +41,8 @@ DEFAULT_MAX_WAIT_S = 300.0
 # Tag that identifies a run to its creator (see the module docstring).
 RUN_TOKEN = "run_token"
 README_SECTION = "README 'Tracking under concurrency'"
+# URI schemes MLflow 3.13+ stores runs in (a database, or a tracking server); `file:` is refused.
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 # Names the analysis relies on (issue contract).
 SUMMARY_METRICS = (
@@ -74,6 +76,8 @@ ANALYSIS_TAG = "analysis"
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI to use, with a relative SQLite path made absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if uri.startswith("sqlite:") and not uri.startswith("sqlite:///"):
+        raise UserError(f"tracking URI {uri!r} is not a SQLite file: use sqlite:///<path>.db (three slashes)")
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_absolute():
@@ -85,6 +89,19 @@ def resolve_uri(uri: str | None) -> str:
             "http://host:port (MLflow 3.13+ refuses plain folders)"
         )
     return uri
+
+
+def unreadable_artifact(run_id: str, path: str, error: Exception, local: str | None = None) -> str:
+    """The line for a recorded file a stage cannot read back (corrupted, cut short, overwritten);
+    `local`: where it was downloaded to, named as the artifact instead (the download is removed)."""
+    why = (str(error).strip().splitlines() or [""])[0]
+    why = why.replace(local, path) if local else why
+    if len(why) > 160:
+        why = why[:160].rsplit(" ", 1)[0] + " ..."
+    return (
+        f"artifact {path} of run {run_id} is unreadable ({type(error).__name__}: {why}): re-train the "
+        "point (launch it again with its first stage; the run's params hold its config)"
+    )
 
 
 def ui_command(uri: str) -> str:
@@ -276,6 +293,11 @@ class Tracker:
 
     def _check_reachable(self) -> None:
         parsed = urlparse(self.uri)
+        if parsed.scheme.partition("+")[0] not in STORE_SCHEMES:
+            raise UserError(
+                f"tracking URI {self.uri} has scheme '{parsed.scheme}', which MLflow keeps no runs in: use "
+                "sqlite:///<absolute path>.db, http://host:port (a tracking server) or postgresql://..."
+            )
         if parsed.scheme == "sqlite":
             folder = Path(self.uri.removeprefix("sqlite:///")).parent
             if not folder.is_dir():
@@ -283,11 +305,14 @@ class Tracker:
                     f"tracking store folder {folder} does not exist: create it or set "
                     "tracking.uri=sqlite:///<existing folder>/mlflow.db"
                 )
-            if not os.access(folder, os.W_OK):
+            try:  # a write, not os.access: root passes os.access on a read-only mount
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as e:
                 raise UserError(
-                    f"tracking store folder {folder} is not writable: set "
+                    f"tracking store folder {folder} is not writable ({e.strerror}): set "
                     "tracking.uri=sqlite:///<writable folder>/mlflow.db"
-                )
+                ) from None
         elif parsed.scheme in ("http", "https"):
             import urllib.request
 
@@ -510,7 +535,12 @@ class Tracker:
         """An artifact read into memory (None when the run has none); the download is removed."""
         with tempfile.TemporaryDirectory(prefix="ab-artifact-") as d:
             local = self._download(run_id, path, Path(d))
-            return read(local) if local else None
+            if not local:
+                return None
+            try:
+                return read(local)
+            except Exception as e:  # a corrupted file: one line naming it, the run left as it was
+                raise UserError(unreadable_artifact(run_id, path, e, str(local))) from None
 
     def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)

@@ -62,37 +62,4 @@ def test_diverging_point_does_not_stop_the_sweep(tmp_path: Path, store: str) -> 
     assert runs["0.05"].info.status == "FINISHED"
 
 
-def test_bad_input_is_one_line_before_any_run(tmp_path: Path, store: str) -> None:
-    (tmp_path / "stories.txt").write_text("Once upon a time.\n<|endoftext|>\n")
-    lm = [
-        "+experiment=tinystories_sgd",
-        f"dataset.path={tmp_path}/stories.txt",
-        f"model.path={tmp_path}/no-lm",
-    ]
-    cases = [
-        (["lr=-1"], "lr=-1"),
-        (["dataset=mnist", f"dataset.root={tmp_path}/no-mnist"], "MNIST not found"),
-        (["tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow tracking server"),
-        (["-m", "optimizer=sgd,rmsprop"], "unknown optimizer 'rmsprop': choose from adam, adamw, sgd"),
-        (["model=resnet_nonexistent"], "unknown model 'resnet_nonexistent': choose from "),
-        (lm, f"no causal LM checkpoint at {tmp_path}/no-lm"),
-        (
-            [
-                "model=torchvision",
-                f"model.weights={tmp_path}/no.pth",
-                "dataset=synthetic",
-                "dataset.shape=[3,8,8]",
-            ],
-            f"no pretrained resnet18 weights at {tmp_path}/no.pth",
-        ),
-        (["batch=100000"], "larger than the training set (898 samples)"),
-        (["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
-    ]
-    for args, fragment in cases:
-        tracking = [] if args[0].startswith("tracking") else [f"tracking.uri={store}"]
-        shrink = [a for a in TINY if not a.startswith(("train.steps", "llc.every"))]
-        res = launch([*args, *shrink, *tracking], cwd=tmp_path)
-        assert res.returncode == 2, (args, res.stderr[-2000:])
-        lines = [line for line in res.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
-    assert Tracker(store, "almost-bayesian").find_runs({}) == []
+# Bad input (one line, nothing lost): tests/test_bad_input.py, the README table "Bad input".

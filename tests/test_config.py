@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from pipeline import build, config
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker
-from tests.conftest import compose_cfg
+from tests.conftest import ROOT, compose_cfg
 
 
 def test_default_composes_and_builds() -> None:
@@ -116,3 +116,41 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
     assert config.config_hash(a) == config.config_hash(b)
     assert config.train_hash(a) == config.train_hash(c) != config.train_hash(d)
     assert config.config_hash(a) != config.config_hash(c)
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("lr=abc", "lr=abc is not a number: e.g. lr=1e-2"),
+        ("lr=null", "lr=null is not a number: e.g. lr=1e-2"),
+        ("batch=1.5", "batch=1.5 is not an integer: e.g. batch=64"),
+        ("llc.online=yes", "llc.online=yes is not true or false: e.g. llc.online=false"),
+        ("llc.num_draws=true", "llc.num_draws=true is not an integer: e.g. llc.num_draws=400"),
+        ("threads=abc", "threads=abc is not an integer or null: e.g. threads=1"),
+        ("threads=0", "threads=0 must be ≥ 1, or null for the cores available"),
+        ("stages=train", "stages=train is not a list: write stages=[train], e.g. stages=[train,llc,fit]"),
+        ("llc.method=bad", "llc.method=bad: choose batched or serial"),
+        (
+            "optimizer.weight_decay=-1",
+            "optimizer torch.optim.SGD refused its settings (ValueError: Invalid weight_decay value: -1): "
+            "check the optimizer.* values (python launch.py --cfg job shows them)",
+        ),
+        (
+            "tracking.experiment=''",
+            "tracking.experiment is empty: name the MLflow experiment, e.g. "
+            "tracking.experiment=almost-bayesian",
+        ),
+    ],
+)
+def test_values_of_the_wrong_type_fail_in_one_line(override: str, line: str) -> None:
+    with pytest.raises(UserError) as e:
+        config.check(compose_cfg([override]))
+    assert str(e.value) == line
+
+
+def test_every_experiment_has_values_of_their_types() -> None:
+    config.check(compose_cfg(["train.steps=1e4", "threads=2", "llc.nbeta=null"]))  # 1e4: an integer
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        if "${hydra:" in path.read_text():  # composes only inside a Hydra job (test_experiments)
+            continue
+        config.check_types(compose_cfg([f"+experiment={path.stem}"]))
