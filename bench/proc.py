@@ -1,24 +1,31 @@
 """Running the measured commands: wall clock, each process's peak memory, the process tree's peak.
 
-A child's own peak resident memory comes from `os.wait4`'s rusage for that child (Linux's
-`ru_maxrss`: the largest of the child and the descendants it waited for, never their sum;
-`getrusage(RUSAGE_CHILDREN)` deltas would mix up several children). The peak of several processes
-running at once (a parallel sweep, the launcher's workers) is the largest sum of their resident
-memory, sampled from /proc every `interval` seconds: their anonymous memory summed plus the largest
-file-backed part (the libraries they all map, torch's ~600 MB, are in memory once; a plain sum of RSS
-would count them once per process). Linux only; a peak shorter than the interval can be missed.
+A command's own peak resident memory comes from `os.wait4`'s rusage for it (Linux's `ru_maxrss`:
+the largest of the command and the descendants it waited for, never their sum;
+`getrusage(RUSAGE_CHILDREN)` deltas would mix up several children), taken by the small go-between
+`bench/peak.py`: forked from the harness itself, the command would inherit the harness's peak.
+The peak of several processes running at once (a parallel sweep, the launcher's workers) is the
+largest sum of their resident memory, sampled from /proc every `interval` seconds: their anonymous
+memory summed plus the largest file-backed part (the libraries they all map, torch's ~600 MB, are
+in memory once; a plain sum of RSS would count them once per process); the go-betweens are left
+out. Linux only; a peak shorter than the interval can be missed.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+PEAK = Path(__file__).with_name("peak.py")
+_GO_BETWEENS: set[int] = set()  # bench/peak.py processes: not counted in a tree's memory
 
 
 @dataclass
@@ -73,7 +80,7 @@ def tree_memory_mb(root: int, include_root: bool = True) -> float:
     """Resident memory of `root` and its descendants together, now: their anonymous and shared
     memory summed, plus the largest file-backed part of any one of them (the processes map the
     same libraries, torch's ~600 MB among them, which are in memory once, not once per process)."""
-    pids = ([root] if include_root else []) + _descendants(root)
+    pids = [p for p in ([root] if include_root else []) + _descendants(root) if p not in _GO_BETWEENS]
     parts = [_memory_kb(p) for p in pids]
     return (sum(a for a, _ in parts) + max((f for _, f in parts), default=0)) / 1024
 
@@ -102,30 +109,37 @@ class TreeSampler:
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 7200) -> Result:
-    """Run `cmd` to its end in `cwd`; stdout and stderr go through files (no pipe to fill up)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Run `cmd` to its end in `cwd` (killed with its process group after `timeout` seconds);
+    stdout and stderr go through files (no pipe to fill up)."""
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r") as usage,
+    ):
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
-        with TreeSampler(proc.pid) as sampler:
-            deadline = t0 + timeout
-            while True:  # wait4 with WNOHANG, so that a time limit can be kept
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.perf_counter() > deadline:
-                    proc.kill()
-                    pid, status, usage = os.wait4(proc.pid, 0)
-                    break
-                time.sleep(0.05)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        wrapped = [sys.executable, "-I", "-S", str(PEAK), usage.name, *cmd]  # -I -S: starts in ~20 ms
+        proc = subprocess.Popen(
+            wrapped, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+        )
+        _GO_BETWEENS.add(proc.pid)
+        try:
+            with TreeSampler(proc.pid, include_root=False) as sampler:
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            wall = time.perf_counter() - t0
+        finally:
+            _GO_BETWEENS.discard(proc.pid)
+        code, maxrss_kb = (usage.read().split() or [proc.returncode, 0])[:2]
         out.seek(0)
         err.seek(0)
         return Result(
             cmd=list(cmd),
-            returncode=proc.returncode,
+            returncode=int(code),
             wall_s=wall,
-            max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+            max_rss_mb=int(maxrss_kb) / 1024,  # kilobytes on Linux
             stdout=out.read(),
             stderr=err.read(),
             tree_peak_mb=sampler.peak_mb,
