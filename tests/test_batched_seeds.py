@@ -79,7 +79,10 @@ def test_a_diverging_batch_fails_every_seed_with_the_train_stage_reason(tiny_cfg
         (["seeds=[1,1]"], "seeds=[1, 1]: give distinct seeds"),
         (["seeds=2", "stages=[fit]"], "seeds=... with stages=['fit']"),
         (["seeds=2", "llc.online=true", "train.keep_checkpoints=false"], "set llc.online=false"),
-        (["seeds=2", "optimizer=adam", "optimizer._target_=torch.optim.Adagrad"], "not known to act elementwise"),
+        (
+            ["seeds=2", "optimizer=adam", "optimizer._target_=torch.optim.Adagrad"],
+            "not known to act elementwise",
+        ),
     ],
 )
 def test_bad_seed_settings_fail_before_any_run(tiny_cfg, overrides, fragment) -> None:
