@@ -31,7 +31,7 @@ test: $(STAMP) ## run the test suite (slow tests excluded; make test PYTEST_ARGS
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP) ## benchmark vs the straightforward baseline: table + bench/results/<time>.json (1.5-2 h; ARGS="--quick": ~20 min)
+bench: $(STAMP) ## benchmark vs the straightforward baseline: table + bench/results/<time>.json (~1.5 h; ARGS="--quick": ~20 min)
 	$(PY) -m bench $(ARGS)
 
 SWEEP ?=

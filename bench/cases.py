@@ -22,7 +22,7 @@ class Mode:
 
 
 MODES = {
-    # The cases as stated; 1.5-2 h on 2 quiet cores, estimated from the quick run (README "Benchmarks").
+    # The cases as stated; 62 min for 2 rounds on 2 quiet cores, ~1.5 h for 3 (README "Benchmarks").
     "full": Mode("full", repeats=3, sweep_seeds=8, big_seeds=50),
     # 20 min on 2 loaded cores: fewer steps, seeds and repeats; λ still with Table 3's settings.
     "quick": Mode("quick", repeats=1, sweep_seeds=4, big_seeds=8, steps=300, llc_calls=3),
