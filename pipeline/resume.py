@@ -145,7 +145,7 @@ def decide(runs: list, stages, stale_after_s: float, now: float | None = None) -
             was = {"RUNNING": "left RUNNING by a process that is gone", "KILLED": "interrupted"}
             why = was.get(r.info.status, "finished without all requested stages")
             if r.info.status == "RUNNING" and own_slurm_job(r.data.tags):
-                why = "interrupted (this Slurm job, requeued)"
+                why = "interrupted; requeued as the same Slurm job"
             return Decision(
                 "claim",
                 r,

@@ -38,6 +38,8 @@ DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 # How long a call may wait for a busy store, in total, before the job gives up (tracking.max_wait_s).
 DEFAULT_MAX_WAIT_S = 300.0
+# One /health request's patience; a slower answer counts as a busy server and is retried.
+HEALTH_TIMEOUT_S = 10.0
 # Tag that identifies a run to its creator (see the module docstring).
 RUN_TOKEN = "run_token"
 README_SECTION = "README 'Tracking under concurrency'"
@@ -71,6 +73,18 @@ ANALYSIS_TAGS = (
 )
 # An analysis run lives in the experiment it analyses, under this tag, so aggregation skips it.
 ANALYSIS_TAG = "analysis"
+
+
+def _server_busy(error: OSError) -> str | None:
+    """Why a /health request failed when the server is there but busy, else None."""
+    import urllib.error
+
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code}" if error.code == 429 or error.code >= 500 else None
+    cause = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(cause, TimeoutError):
+        return f"no answer within {HEALTH_TIMEOUT_S:g} s"
+    return None
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -314,17 +328,43 @@ class Tracker:
                     "tracking.uri=sqlite:///<writable folder>/mlflow.db"
                 ) from None
         elif parsed.scheme in ("http", "https"):
-            import urllib.request
+            self._wait_for_server()
 
-            try:
-                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5):
-                    pass
-            except OSError as e:
-                raise UserError(
-                    f"cannot reach the MLflow tracking server at {self.uri} ({e}): start it "
-                    "(mlflow server --host 127.0.0.1 --port 5000 ...) or unset "
-                    "MLFLOW_TRACKING_URI / tracking.uri to use ./mlflow.db"
-                ) from None
+    def _wait_for_server(self) -> None:
+        """Ask the server's /health before any work. Nobody listening (refused, unknown host) fails
+        at once; a server that answers late or with 429/5xx is busy, not absent (eight jobs of a
+        sweep starting on a two-core head node), and is waited out like any busy store."""
+        start, attempt = time.perf_counter(), 0
+        try:
+            while (reason := self._health()) is not None:
+                waited, pause = time.perf_counter() - start, concurrency.delay(attempt)
+                if waited + pause > self.max_wait_s:
+                    raise UserError(self._busy_message(reason, waited))
+                logging.getLogger(__name__).warning(
+                    "tracking server busy (%s): retry %d in %.1f s", reason, attempt + 1, pause
+                )
+                time.sleep(pause)
+                attempt += 1
+                self.retries += 1
+        finally:
+            self._account("server_health", time.perf_counter() - start)
+
+    def _health(self) -> str | None:
+        """None when the server answers /health; why it is busy when it answers late or with
+        429/5xx; a UserError when nothing listens there."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+                return None
+        except OSError as e:
+            if (reason := _server_busy(e)) is not None:
+                return reason
+            raise UserError(
+                f"cannot reach the MLflow tracking server at {self.uri} ({e}): start it "
+                "(mlflow server --host 127.0.0.1 --port 5000 ...) or unset "
+                "MLFLOW_TRACKING_URI / tracking.uri to use ./mlflow.db"
+            ) from None
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -340,3 +341,22 @@ def test_on_a_tracking_server_the_newer_duplicate_yields(tmp_path: Path, trackin
     (run,) = tracker.find_runs({})
     assert run.info.status == "FINISHED" and tracker.artifact_paths(run.info.run_id, "resume") == []
     assert len(tracker.artifact_paths(run.info.run_id, "checkpoints")) == 4
+
+
+def test_a_requeued_slurm_job_takes_its_own_run_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slurm's requeue can kill a job before it marks its run KILLED; the run still reads RUNNING
+    with a fresh heartbeat, and only the same Slurm job (array job and task) may take it back."""
+    now = time.time()
+    tags = {"owner.host": "node7", "owner.pid": "1", "heartbeat": f"{now:.0f}", "owner.slurm_job": "42_3"}
+    run = SimpleNamespace(
+        info=SimpleNamespace(run_id="r1", status="RUNNING", start_time=int(now * 1000)),
+        data=SimpleNamespace(tags={**tags, "stage.train": "done"}),
+    )
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    d = resume.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
+    assert (d.action, d.run, d.done) == ("claim", run, ["train"])
+    assert d.note == "resuming run r1 (interrupted; requeued as the same Slurm job); done already: train"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another task of the array waits for its owner
+    d = resume.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
+    assert d.action == "busy" and "Slurm job 42_3 (still alive)" in d.note

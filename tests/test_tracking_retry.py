@@ -1,5 +1,6 @@
 """The Tracker waits out a busy store: a real SQLite lock held by another process, a reply lost
-after the store committed; and a job's tracking time.
+after the store committed, a tracking server slow or overloaded at its /health; and a job's
+tracking time.
 
 The lock holder is a separate Python process that takes SQLite's write lock (BEGIN EXCLUSIVE) on
 the store file, as a concurrent job's long write would. Every write MLflow makes waits up to
@@ -9,17 +10,19 @@ then retries until `max_wait_s` and gives up with one line.
 
 from __future__ import annotations
 
+import http.server
 import math
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import concurrency, run
+from pipeline import concurrency, run, tracking
 from pipeline.errors import UserError
 from pipeline.run import JobInfo
 from pipeline.tracking import RUN_TOKEN, Tracker
@@ -167,3 +170,50 @@ def test_bad_max_wait_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"tracking.max_wait_s=-1 must be ≥ 0"):
         Tracker(f"sqlite:///{tmp_path / 'm.db'}", "x", max_wait_s=-1)
     assert not (tmp_path / "m.db").exists()
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    """/health as a busy server gives it: the replies in `script` in turn ("slow", a status code),
+    then 200 OK."""
+
+    script: list = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
+        step = self.script.pop(0) if self.script else 200
+        if step == "slow":
+            time.sleep(1.0)
+            step = 200
+        self.send_response(step)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server():
+    """A local HTTP server answering /health per `Health.script`; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_slow_or_overloaded_server_is_waited_for(health_server: str, monkeypatch) -> None:
+    monkeypatch.setattr(tracking, "HEALTH_TIMEOUT_S", 0.3)
+    Health.script = ["slow", 503, "slow", 429]
+    tracker = Tracker(health_server, None, max_wait_s=60)
+    assert tracker.retries == 4 and not Health.script
+    assert tracker.call_seconds["server_health"] >= 4 * 0.3
+
+
+def test_a_server_busy_past_the_bounded_wait_is_one_line(health_server: str) -> None:
+    Health.script = [503] * 100
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"stayed unavailable for \d+ s \(HTTP 503\)") as e:
+        Tracker(health_server, None, max_wait_s=2)
+    assert time.perf_counter() - t0 < 5 and "\n" not in str(e.value)
+    assert "raise tracking.max_wait_s (now 2)" in str(e.value)
