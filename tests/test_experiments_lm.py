@@ -139,6 +139,7 @@ def test_cli_sweeps_the_seeds_the_experiment_names(tmp_path: Path, store: str) -
     assert len({r.data.metrics["displacement"] for r in runs}) == 2  # the seeds differ
 
 
+@pytest.mark.slow  # 4500 steps, 20-50 s
 def test_modular_division_memorises_then_groks(tmp_path: Path, store: str) -> None:
     """The experiment's settings reproduce grokking (about 20 s on one CPU thread): the training
     half is memorised by step 1000 while test accuracy is near chance, then test accuracy jumps."""

@@ -148,6 +148,7 @@ def test_sigkill_mid_llc_resumes_to_the_uninterrupted_run(tmp_path: Path, store:
     assert_same_as_reference(tracker, only_run(tracker), reference)
 
 
+@pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
 def test_sigterm_marks_killed_with_resume_state_then_resumes(tmp_path: Path, store: str, reference) -> None:
     # Only SIGTERM saves the state here (every_s is long): the one the resumed run goes on from.
     args = cli(store, "e", "resume.every_s=3600")
@@ -177,6 +178,7 @@ def point_hash(*overrides: str) -> str:
     return config.config_hash(compose_cfg([*POINT, *overrides]))
 
 
+@pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
 def test_orphaned_running_run_is_resumed_and_a_live_one_skipped(tmp_path: Path, store: str) -> None:
     tracker = Tracker(store, "e")
     gone = subprocess.Popen(["true"])
@@ -213,6 +215,7 @@ def test_orphaned_running_run_is_resumed_and_a_live_one_skipped(tmp_path: Path, 
         alive.wait()
 
 
+@pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
 def test_finished_sweep_is_skipped_and_resume_disabled_makes_new_runs(tmp_path: Path, store: str) -> None:
     sweep = ["-m", "seed=0,1", *TINY, f"tracking.uri={store}", "tracking.experiment=e"]
     assert launch(sweep, cwd=tmp_path).returncode == 0
@@ -231,6 +234,7 @@ def test_finished_sweep_is_skipped_and_resume_disabled_makes_new_runs(tmp_path: 
     assert len(tracker.find_runs({})) == 4
 
 
+@pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
 def test_failed_point_gets_a_new_run_and_the_old_is_superseded(tmp_path: Path, store: str) -> None:
     args = ["lr=1e6", *TINY, f"tracking.uri={store}", "tracking.experiment=e"]
     assert launch(args, cwd=tmp_path).returncode == 1
@@ -245,6 +249,7 @@ def test_failed_point_gets_a_new_run_and_the_old_is_superseded(tmp_path: Path, s
     assert new.info.status == "FAILED" and "superseded_by" not in new.data.tags
 
 
+@pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
 def test_unreadable_resume_state_is_one_line_and_the_run_stays(tmp_path: Path, store: str) -> None:
     proc = start(cli(store, "e"), tmp_path)
     state = wait_for_artifact(tmp_path, "resume/train.pt", proc)
