@@ -75,6 +75,11 @@ ANALYSIS_TAGS = (
 ANALYSIS_TAG = "analysis"
 
 
+class _ServerBusy(ConnectionError):
+    """A tracking server that is there but too busy to answer its /health (retried like any
+    connection error)."""
+
+
 def _server_busy(error: OSError) -> str | None:
     """Why a /health request failed when the server is there but busy, else None."""
     import urllib.error
@@ -238,6 +243,8 @@ class Tracker:
             while True:
                 try:
                     return fn(*args, **kwargs)
+                except UserError:  # a verdict already, whatever words it quotes
+                    raise
                 except Exception as e:
                     reason = concurrency.transient(e)
                     if reason is None:
@@ -334,32 +341,19 @@ class Tracker:
         """Ask the server's /health before any work. Nobody listening (refused, unknown host) fails
         at once; a server that answers late or with 429/5xx is busy, not absent (eight jobs of a
         sweep starting on a two-core head node), and is waited out like any busy store."""
-        start, attempt = time.perf_counter(), 0
-        try:
-            while (reason := self._health()) is not None:
-                waited, pause = time.perf_counter() - start, concurrency.delay(attempt)
-                if waited + pause > self.max_wait_s:
-                    raise UserError(self._busy_message(reason, waited))
-                logging.getLogger(__name__).warning(
-                    "tracking server busy (%s): retry %d in %.1f s", reason, attempt + 1, pause
-                )
-                time.sleep(pause)
-                attempt += 1
-                self.retries += 1
-        finally:
-            self._account("server_health", time.perf_counter() - start)
+        self._call(self._health, label="server_health")
 
-    def _health(self) -> str | None:
-        """None when the server answers /health; why it is busy when it answers late or with
-        429/5xx; a UserError when nothing listens there."""
+    def _health(self) -> None:
+        """Return when the server answers /health; _ServerBusy (a transient error for `_call`) when
+        it answers late or with 429/5xx; a UserError when nothing listens there."""
         import urllib.request
 
         try:
             with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
-                return None
+                return
         except OSError as e:
             if (reason := _server_busy(e)) is not None:
-                return reason
+                raise _ServerBusy(reason) from None
             raise UserError(
                 f"cannot reach the MLflow tracking server at {self.uri} ({e}): start it "
                 "(mlflow server --host 127.0.0.1 --port 5000 ...) or unset "

@@ -208,7 +208,7 @@ def test_timed_out_point_is_requeued_max_num_timeout_times(cluster, tmp_path: Pa
     # limit, submitit sees a time-out, requeues once (max_num_timeout=1), and after the second
     # time-out gives up. Slurm checks its limits every 30 s and may signal up to 60 s early (sbatch
     # --signal): with a one-minute limit the first USR2 once came 3 s into the job, before it had a
-    # run to resume. Two minutes put the earliest signal at 15 s (here it came at 45-75 s).
+    # run to resume. Two minutes put the earliest signal at 15 s (here it came at 50 and 63 s).
     limits = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=45"]
     limits += ["hydra.launcher.max_num_timeout=1"]
     endless = ["seed=0", "train.steps=1000000", "llc.every=100000", "progress=false"]
