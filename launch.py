@@ -21,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import pipeline.config  # noqa: F401  (the config's schema, registered with Hydra before it composes)
+
 warnings.filterwarnings("ignore", message=".*SGLD has been deprecated.*")
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -28,41 +30,12 @@ CONF = Path(__file__).resolve().parent / "conf"
 OmegaConf.register_new_resolver("python_prefix", lambda: sys.prefix, replace=True)
 
 
-def group_choices(group: str) -> list[str]:
-    """The options of a config group: our YAML files, and for hydra/* groups the plugins' too."""
-    choices = {p.stem for p in (CONF / group).glob("*.yaml")}
-    if group.startswith("hydra/"):
-        from hydra.core.config_store import ConfigStore
-        from hydra.core.plugins import Plugins
-
-        Plugins.instance()  # registers the installed launchers' configs (submitit_slurm, joblib, ...)
-        choices |= {Path(name).stem for name in ConfigStore.instance().list(group)}
-    return sorted(choices)
-
-
-def unknown_group_option(argv: list[str]) -> str | None:
-    """One line for `group=name` overrides (sweeps included) naming a config that does not exist.
-
-    Hydra refuses them too, with a multi-line report; this names the choices in one line first.
-    """
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group = CONF / key
-        if not sep or not group.is_dir() or any(c in value for c in "()[]*"):
-            continue
-        choices = group_choices(key)
-        for name in value.split(","):
-            if name and name not in choices:
-                return f"unknown {key} '{name}': choose from {', '.join(choices)}"
-    return None
-
-
 def share_cores(hc) -> None:
     """Under a launcher that runs `n_jobs` at once on this machine (hydra/launcher=parallel), tell
-    config.threads() how many jobs share the cores, so that they do not oversubscribe them."""
+    the jobs how many of them share the cores, so that they do not oversubscribe them."""
     n_jobs = hc.launcher.get("n_jobs")
     if n_jobs is not None:
-        from pipeline.config import cores
+        from pipeline.jobs.placement import cores
 
         # joblib's reading of n_jobs for its loky processes: -1 is one per core, -2 all but one, ...
         n = int(n_jobs)
@@ -70,7 +43,7 @@ def share_cores(hc) -> None:
 
 
 def job_info(cfg: DictConfig):
-    from pipeline.run import JobInfo
+    from pipeline.jobs.opening import JobInfo
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -82,7 +55,7 @@ def job_info(cfg: DictConfig):
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from pipeline.run import main as run_main
+    from pipeline.jobs.lifecycle import main as run_main
 
     share_cores(HydraConfig.get())
     info = job_info(cfg)
@@ -91,16 +64,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
-def command_line_problem(argv: list[str]) -> str | None:
-    """One line for a bad command line (an unknown group option or key, a malformed override, an
-    output folder Hydra cannot write), checked before Hydra runs; None when Hydra may go on."""
-    from pipeline.overrides import problem
-
-    return unknown_group_option(argv) or problem(argv, CONF)
-
-
 if __name__ == "__main__":
-    if problem := command_line_problem(sys.argv[1:]):
-        print(f"error: {problem}", file=sys.stderr)
+    from pipeline.config.overrides import problem  # also registers the config's schema with Hydra
+
+    if line := problem(sys.argv[1:], CONF):
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     main()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.tracking import ANALYSIS_TAGS, Tracker
+from pipeline.tracking import Tracker, names
 
 # Short names for swept params, in the order they are preferred when two params vary together
 # (e.g. `optimizer.lr` always equals `lr`, `llc.seed` equals `seed`).
@@ -25,8 +25,11 @@ AXES = {
     "seed": "seed",
     "model.hidden": "hidden",
 }
-# Params that never describe the experiment (they differ per job by construction).
-IGNORED_PARAMS = ("run_id", "stages", "tracking.uri", "tracking.experiment", "sweep", "progress", "threads")
+
+
+def ignored(param: str) -> bool:
+    """A param that never describes the experiment: a runtime key (where and how a job ran)."""
+    return param.split(".", 1)[0] in names.RUNTIME_KEYS
 
 
 @dataclass
@@ -81,7 +84,7 @@ def swept_params(runs: pd.DataFrame, params: list[str]) -> list[str]:
     some runs lack, like `optimizer.momentum` beside Adam, counts only when two runs differ in it)."""
     present = {p: runs[p].astype(object).where(runs[p].notna(), None) for p in params if p in runs}
     varying = [
-        p for p, col in present.items() if p not in IGNORED_PARAMS and col.dropna().map(str).nunique() > 1
+        p for p, col in present.items() if not ignored(p) and col.dropna().map(str).nunique() > 1
     ]
     order = sorted(varying, key=lambda p: (list(AXES).index(p) if p in AXES else len(AXES), len(p), p))
     kept, partitions = [], set()
@@ -135,7 +138,7 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     for m in metrics:
         df[m] = pd.to_numeric(runs[m], errors="coerce")
     for t in runs.columns:
-        if t in ANALYSIS_TAGS and t != "failure_reason":
+        if t in names.ANALYSIS_TAGS and t != names.FAILURE_REASON:
             df[t] = runs[t]
     # Fig. 2b: the train stage logs avg_lr (the mean over steps, phases included); older runs: lr.
     if "lr" in df:
@@ -172,11 +175,11 @@ def run_series(tracker: Tracker, run_ids: list[str]) -> RunSeries:
     """Read each run's trajectory, λ(t) and fit artifacts back from the store."""
     traj, llc, fits = [], [], []
     for rid in run_ids:
-        if (t := tracker.load_table(rid, "trajectory")) is not None:
+        if (t := tracker.load_table(rid, names.TRAJECTORY)) is not None:
             traj.append(t.assign(run_id=rid))
-        if (lt := tracker.load_table(rid, "llc")) is not None:
+        if (lt := tracker.load_table(rid, names.LLC)) is not None:
             llc.append(lt[[c for c in ("step", "llc", "status") if c in lt]].assign(run_id=rid))
-        if (f := tracker.load_json(rid, "fit")) is not None:
+        if (f := tracker.load_json(rid, names.FIT)) is not None:
             fits.append({"run_id": rid, **{k: v for k, v in f.items() if not isinstance(v, (list, dict))}})
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
     return RunSeries(cat(traj), cat(llc), pd.DataFrame(fits))

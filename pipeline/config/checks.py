@@ -1,0 +1,183 @@
+"""Config checks that run before any expensive work: one line naming the fix for each bad value.
+
+The types of the values are Hydra's to check (the schema, `pipeline.config.schema`); these check
+what a type cannot say: ranges, choices, combinations of stages and settings, and, once the data set
+is loaded, what needs its size. Each raises `UserError`.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import UserError
+from pipeline.training import phases
+
+STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")
+# Stages that create a run (the others re-open one); each family reads only its own artifacts.
+FIRST_STAGES = {"train": ("train", "llc", "fit", "calibrate"), "ensemble": ("ensemble", "posterior")}
+
+
+def first_stage(stages) -> str:
+    """The stage whose run the given stages work on: train, or ensemble for the posterior family."""
+    return "ensemble" if any(s in FIRST_STAGES["ensemble"] for s in stages) else "train"
+
+
+def shown(value: object) -> str:
+    """A value as a user would type it back (an integer-valued float without its '.0')."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check(cfg: DictConfig) -> None:
+    """Checks that need no data: raise UserError with a one-line fix."""
+    if isinstance(cfg.stages, str) or not OmegaConf.is_list(cfg.stages):
+        raise UserError(
+            f"stages={cfg.stages} is not a list: write stages=[{cfg.stages}], e.g. stages=[train,llc,fit]"
+        )
+    stages = list(cfg.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise UserError(f"stages={stages}: choose from {list(STAGES)}, e.g. stages=[train,llc,fit]")
+    if [s for s in STAGES if s in stages] != stages:
+        order = " (or ".join(", ".join(f) for f in FIRST_STAGES.values()) + ")"
+        raise UserError(f"stages={stages} out of order: they run as {order}")
+    family = FIRST_STAGES[first_stage(stages)]
+    if any(s not in family for s in stages):
+        raise UserError(f"stages={stages} mixes two pipelines: use [train,llc,fit] or [ensemble,posterior]")
+    if family[0] == "ensemble":
+        check_posterior(cfg, stages)
+    if not float(cfg.lr) > 0:
+        raise UserError(f"lr={shown(cfg.lr)} must be > 0, e.g. lr=1e-2")
+    if int(cfg.batch) < 1:
+        raise UserError(f"batch={cfg.batch} must be a positive integer, e.g. batch=64")
+    if int(cfg.llc.every) < 1:  # before train.eval_every, which defaults to it
+        raise UserError(f"llc.every={cfg.llc.every} must be ≥ 1, e.g. llc.every=100")
+    t = cfg.train
+    if t.steps is None and not int(t.epochs) >= 1:
+        raise UserError(f"train.epochs={t.epochs} must be ≥ 1 (or set train.steps)")
+    if t.steps is not None and int(t.steps) < 1:
+        raise UserError(f"train.steps={t.steps} must be ≥ 1")
+    if t.get("phases") is not None:
+        phases.check(t.phases)
+    if int(t.eval_every) < 1:
+        raise UserError(f"train.eval_every={t.eval_every} must be ≥ 1")
+    llc = cfg.llc
+    for key in ("lr", "localization"):
+        if not float(llc[key]) >= 0 or (key == "lr" and float(llc.lr) == 0):
+            raise UserError(f"llc.{key}={shown(llc[key])} must be {'> 0' if key == 'lr' else '≥ 0'}")
+    if llc.nbeta is not None and not float(llc.nbeta) > 0:
+        raise UserError(f"llc.nbeta={shown(llc.nbeta)} must be > 0, or null for batch/log(batch)")
+    for key in ("num_chains", "num_draws", "num_steps_bw_draws", "last"):
+        if int(llc[key]) < 1:
+            raise UserError(f"llc.{key}={llc[key]} must be ≥ 1")
+    if not llc.online and not cfg.train.keep_checkpoints and "llc" in stages:
+        raise UserError(
+            "train.keep_checkpoints=false leaves the llc stage nothing to read: "
+            "set llc.online=true to estimate during training"
+        )
+    if "calibrate" in stages:
+        check_calibrate(cfg.calibrate)
+    boot = cfg.fit.bootstrap
+    if int(boot.samples) < 100 or not 0 < float(boot.level) < 1:
+        raise UserError("fit.bootstrap needs samples ≥ 100 and 0 < level < 1, e.g. samples=1000 level=0.95")
+    if boot.block is not None and int(boot.block) < 1:
+        raise UserError(f"fit.bootstrap.block={boot.block} must be ≥ 1, or null for round(n^(1/3))")
+    if cfg.fit.points not in ("llc", "all"):
+        raise UserError(f"fit.points={cfg.fit.points}: choose llc or all")
+    r = cfg.get("resume")
+    if r is not None and not (float(r.every_s) >= 0 and float(r.stale_after_s) > 120):
+        raise UserError(
+            f"resume.every_s={shown(r.every_s)} must be ≥ 0 and resume.stale_after_s={shown(r.stale_after_s)} "
+            "> 120 (two heartbeats), e.g. resume.every_s=120 resume.stale_after_s=900"
+        )
+    if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
+        raise UserError(f"llc.method={cfg.llc.method}: choose batched or serial")
+    if cfg.threads is not None and int(cfg.threads) < 1:
+        raise UserError(f"threads={cfg.threads} must be ≥ 1, or null for the cores available")
+    if not str(cfg.tracking.experiment or "").strip():
+        raise UserError(
+            "tracking.experiment is empty: name the MLflow experiment, e.g. "
+            "tracking.experiment=almost-bayesian"
+        )
+    if int(cfg.llc.num_burnin_steps) < 0:
+        raise UserError(f"llc.num_burnin_steps={cfg.llc.num_burnin_steps} must be ≥ 0")
+    from pipeline.config.build import check_optimizer  # instantiates (torch): imported when checked
+
+    check_optimizer(cfg)
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu")
+
+
+def check_calibrate(c: DictConfig) -> None:
+    """The calibration grid: non-empty lists of step sizes > 0, localizations ≥ 0, nβ factors > 0."""
+    for key in ("lr", "localization", "nbeta_factor"):
+        values = c[key]
+        if not OmegaConf.is_list(values) or len(values) == 0:
+            raise UserError(f"calibrate.{key}={values} must be a non-empty list, e.g. calibrate.{key}=[1,10]")
+    if any(not float(v) > 0 for v in c.lr):
+        raise UserError(f"calibrate.lr={list(c.lr)}: every step size must be > 0")
+    if any(not float(v) >= 0 for v in c.localization):
+        raise UserError(f"calibrate.localization={list(c.localization)}: every value must be ≥ 0")
+    if any(not float(v) > 0 for v in c.nbeta_factor):
+        raise UserError(f"calibrate.nbeta_factor={list(c.nbeta_factor)}: every factor must be > 0")
+    for key in ("num_draws", "num_chains"):
+        if c[key] is not None and int(c[key]) < 1:
+            raise UserError(f"calibrate.{key}={c[key]} must be ≥ 1, or null for the llc setting")
+
+
+def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
+    """Checks of the ensemble and posterior settings (section 4.2 experiment)."""
+    if "ensemble" not in cfg or "posterior" not in cfg:
+        raise UserError(f"stages={stages} need the ensemble settings: add +experiment=moons_posterior")
+    task = cfg.dataset.get("task")
+    if task is not None and not str(task.get("_target_", "")).endswith("Classification"):
+        raise UserError(
+            f"the ensemble trains classifiers only: dataset.task={task._target_} needs stages=[train,...]"
+        )
+    if cfg.train.get("phases"):
+        raise UserError("the ensemble trains with one optimizer: train.phases needs stages=[train,...]")
+    if cfg.ensemble.get("llc", "serial") not in ("serial", "batched"):
+        raise UserError(f"ensemble.llc={cfg.ensemble.llc}: choose serial or batched")
+    if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:
+        raise UserError(f"ensemble.members={cfg.ensemble.members} must be ≥ 1, e.g. 500")
+    p, s = cfg.posterior, cfg.posterior.sgld
+    if int(p.chains) < 1:
+        raise UserError(f"posterior.chains={p.chains} must be ≥ 1, e.g. 10")
+    for key in ("num_samples", "num_steps_bw_samples"):
+        if int(s[key]) < 1:
+            raise UserError(f"posterior.sgld.{key}={s[key]} must be ≥ 1")
+    if int(s.num_burnin_steps) < 0 or not float(s.lr) > 0 or not float(s.localization) >= 0:
+        raise UserError(
+            "posterior.sgld: num_burnin_steps ≥ 0, lr > 0 and localization ≥ 0, e.g. 200, 1e-5, 100"
+        )
+    if s.nbeta is not None and not float(s.nbeta) > 0:
+        raise UserError(f"posterior.sgld.nbeta={s.nbeta} must be > 0, or null for n_train")
+    if p.cluster_on not in ("sgd", "all"):
+        raise UserError(f"posterior.cluster_on={p.cluster_on}: choose sgd or all")
+    xi = list(p.tempering.xi)
+    if not xi or min(float(v) for v in xi) <= 0 or not float(p.tempering.m) > 0:
+        raise UserError(f"posterior.tempering.xi={xi} needs values > 0 (and tempering.m > 0)")
+
+
+def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """Training steps; for a phased run (`train.phases`) the most it can take (phases may stop early)."""
+    if cfg.train.get("phases"):
+        return phases.max_steps(cfg.train.phases, steps_per_epoch)
+    return int(cfg.train.steps) if cfg.train.steps is not None else int(cfg.train.epochs) * steps_per_epoch
+
+
+def check_with_data(cfg: DictConfig, n_train: int, steps_per_epoch: int) -> int:
+    """Checks that need the data set's size; returns the number of training steps."""
+    if int(cfg.batch) > n_train:
+        raise UserError(
+            f"batch={cfg.batch} is larger than the training set ({n_train} samples): use batch ≤ {n_train}"
+        )
+    steps = total_steps(cfg, steps_per_epoch)
+    if int(cfg.llc.every) > steps:
+        raise UserError(
+            f"llc.every={cfg.llc.every} is longer than the run ({steps} steps): "
+            f"lower llc.every or train longer (train.epochs / train.steps)"
+        )
+    return steps

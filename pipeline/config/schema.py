@@ -1,0 +1,191 @@
+"""The types of the config's values, as dataclass schemas in Hydra's ConfigStore (values stay in YAML).
+
+`conf/config.yaml` starts its defaults list with `schema`, so Hydra checks every value below when it
+composes the config (`lr=abc` is refused, `batch=64` stays an int). A block is typed leaf by leaf but
+stays open: experiments add keys (`train.phases`, `fit.phase`, `ensemble`) and the schema adds none
+of its own, so a config holds exactly what the YAML says and the config hash of a stored run is
+what it was. The command-line pre-check (`pipeline.config.overrides`) reads the same schema to say
+in one line what Hydra would refuse. The llc and fit blocks are the estimator's and the fit's own
+settings (`pipeline.slt.settings`) plus what the stages add. `${runtime_keys:}` (Hydra's
+`override_dirname.exclude_keys`) lists the runtime keys' overrides, so run names leave them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode, ValueNode
+
+from pipeline.slt.settings import Settings, Window
+from pipeline.tracking import names
+
+
+def example(value: str) -> dict:
+    """Field metadata: a value to show in a message about the field (else its default in YAML)."""
+    return {"example": value}
+
+
+@dataclass
+class Train:
+    """The training run's length and what it records."""
+
+    epochs: int = 250
+    steps: int | None = field(default=None, metadata=example("1000"))
+    eval_every: int = field(default=100, metadata=example("100"))
+    record_every_step_up_to: int = 20_000
+    record_log_points: int = 500
+    keep_checkpoints: bool = True
+
+
+@dataclass(frozen=True)
+class LLC(Settings):
+    """The llc stage: the estimator's settings, and when and how it runs."""
+
+    every: int = 100
+    online: bool = False
+    last: int = 10
+    method: str = "batched"
+    max_stacked: int = 20_000_000
+
+
+@dataclass(frozen=True)
+class Fit(Window):
+    """The fit stage's window and bootstrap."""
+
+
+@dataclass
+class Calibrate:
+    """The calibrate stage (its grids, lists, are checked by `checks.check_calibrate`)."""
+
+    step: int | None = None
+    lr: Any = None
+    localization: Any = None
+    nbeta_factor: Any = None
+    num_draws: int | None = field(default=None, metadata=example("400"))
+    num_chains: int | None = field(default=None, metadata=example("4"))
+
+
+@dataclass
+class Tracking:
+    """Where runs go."""
+
+    uri: str | None = None
+    experiment: str = "almost-bayesian"
+    max_wait_s: float = 300.0
+
+
+@dataclass
+class Resume:
+    """The re-launch rules' settings."""
+
+    enabled: bool = True
+    every_s: float = 120.0
+    stale_after_s: float = 900.0
+
+
+@dataclass
+class Job:
+    """The top level of the config."""
+
+    lr: float = field(default=0.1, metadata=example("1e-2"))
+    batch: int = 64
+    seed: int = 0
+    seeds: Any = None  # null, a number or a list: checked by `checks.seeds_of`
+    stages: Any = None  # a list: checked by `checks.check`
+    run_id: str | None = None
+    sweep: str | None = None
+    device: str = "cpu"
+    threads: int | None = field(default=None, metadata=example("1"))
+    progress: bool | None = field(default=None, metadata=example("false"))
+    train: Train = field(default_factory=Train)
+    llc: LLC = field(default_factory=LLC)
+    fit: Fit = field(default_factory=Fit)
+    calibrate: Calibrate = field(default_factory=Calibrate)
+    tracking: Tracking = field(default_factory=Tracking)
+    resume: Resume = field(default_factory=Resume)
+
+
+_NODES: dict[type, type[ValueNode]] = {int: IntegerNode, float: FloatNode, bool: BooleanNode, str: StringNode}
+KINDS = {IntegerNode: "an integer", FloatNode: "a number", BooleanNode: "true or false", StringNode: "a name"}
+
+
+def _leaf(annotation: object) -> tuple[type | None, bool]:
+    """(the leaf's type, whether null is allowed); type None for an untyped leaf (Any)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (args[0] if len(args) == 1 and args[0] in _NODES else None), True
+    return (annotation if annotation in _NODES else None), False
+
+
+def open_node(schema: type) -> DictConfig:
+    """The dataclass's fields as typed leaves (values MISSING, to be set by YAML) of an untyped node;
+    nested dataclasses alike. Untyped fields are left out: the node takes any key the YAML has."""
+    hints = typing.get_type_hints(schema)
+    items: dict[str, object] = {}
+    for f in dataclasses.fields(schema):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            items[f.name] = open_node(kind)
+            continue
+        leaf, optional = _leaf(kind)
+        if leaf is not None:
+            items[f.name] = _NODES[leaf](MISSING, is_optional=optional)
+    return OmegaConf.create(items)
+
+
+def examples(schema: type = Job, prefix: str = "") -> dict[str, str]:
+    """`key: example` for the fields whose metadata names one (dotted keys)."""
+    hints = typing.get_type_hints(schema)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out |= examples(hints[f.name], f"{prefix}{f.name}.")
+        elif "example" in f.metadata:
+            out[f"{prefix}{f.name}"] = f.metadata["example"]
+    return out
+
+
+def typed_leaf(cfg: DictConfig, key: str) -> ValueNode | None:
+    """The typed leaf at dotted `key` of a composed config, or None (an untyped or absent key)."""
+    node: object = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return None
+        node = node._get_node(part)
+    return node if type(node) in KINDS else None
+
+
+def refuses(leaf: ValueNode, value: object) -> bool:
+    """Whether Hydra would refuse `value` for `leaf` when it composes (interpolations pass)."""
+    trial = type(leaf)(MISSING, is_optional=leaf._is_optional())
+    try:
+        trial._set_value(value)
+    except Exception:
+        return True
+    return False
+
+
+def runtime_overrides() -> list[str]:
+    """Every key of `names.RUNTIME_KEYS` as a command line overrides it (`tracking.uri`, ...)."""
+    hints = typing.get_type_hints(Job)
+    keys = []
+    for key in names.RUNTIME_KEYS:
+        block = hints[key]
+        keys += [f"{key}.{f.name}" for f in dataclasses.fields(block)] if dataclasses.is_dataclass(block) else [key]
+    return keys
+
+
+def register() -> None:
+    """Put the schema in Hydra's ConfigStore as `schema` (the first entry of the defaults list), and
+    the resolver `${runtime_keys:extra,...}`: the runtime keys' overrides and the extra keys."""
+    ConfigStore.instance().store(name="schema", node=open_node(Job))
+    OmegaConf.register_new_resolver("runtime_keys", lambda *extra: [*runtime_overrides(), *extra], replace=True)
+
+
+register()

@@ -1,0 +1,105 @@
+"""Interruptions from outside (SIGTERM, Ctrl-C, Slurm's USR2) as exceptions a job records as KILLED.
+
+`INTERRUPTS` (one per process) turns SIGTERM and SIGINT into exceptions and wraps submitit's USR2
+handler (preemption, time-out); while `deferring` (inside a training step, while a stage writes its
+records) a signal waits in `pending` until `fire()`, so a resume state saved then is consistent.
+Plain Python: the training loop, the stages and the job lifecycle all use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+
+class Interrupted(BaseException):
+    """The job was asked to stop (SIGTERM): the run is KILLED and can be resumed.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+
+def interruption(e: BaseException) -> str | None:
+    """Why a job stopped when it was interrupted from outside (None for a real failure)."""
+    if isinstance(e, Interrupted):
+        return str(e) or "SIGTERM"
+    if isinstance(e, KeyboardInterrupt):
+        return "SIGINT"
+    if isinstance(e, SystemExit):  # submitit's handler exits after requeueing a preempted job
+        return "preempted or timed out (Slurm, requeued by submitit)"
+    if type(e).__name__ == "UncompletedJobError":  # submitit gives up: timed-out too many times
+        return f"Slurm: {e}"
+    return None
+
+
+class Interrupts:
+    """SIGTERM and SIGINT as exceptions, and submitit's USR2 handler, deferred while `deferring`.
+
+    SIGTERM is handled only where its handler is the default one (under submitit it is logged
+    and ignored, and USR2 follows); USR2 only where a Python handler (submitit's) is installed, which
+    is then called as it would have been, after the current training step."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, object] | None = None
+        self.deferring = False
+        self._original: dict[int, object] = {}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is not threading.main_thread():  # signals need the main thread
+            yield self
+            return
+        wanted = {
+            signal.SIGTERM: lambda h: h == signal.SIG_DFL,
+            signal.SIGINT: lambda h: h is signal.default_int_handler,
+            signal.SIGUSR2: lambda h: callable(h),
+        }
+        for sig, ours in wanted.items():
+            current = signal.getsignal(sig)
+            if ours(current):
+                self._original[sig] = current
+                signal.signal(sig, self._on_signal)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._original.items():
+                signal.signal(sig, handler)
+            self._original.clear()
+            self.deferring, self.pending = False, None
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[Interrupts]:
+        """Signals arriving inside wait in `pending` for `fire()` (the loop calls it between steps)."""
+        self.deferring = True
+        try:
+            yield self
+        finally:
+            self.deferring = False
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.deferring:
+            self.pending = (signum, frame)
+            return
+        self._act(signum, frame)
+
+    def fire(self) -> None:
+        """Act on a deferred signal: raise its exception (or run submitit's handler, which exits)."""
+        if self.pending is not None:
+            signum, frame = self.pending
+            self.pending = None
+            self.deferring = False
+            self._act(signum, frame)
+
+    def _act(self, signum: int, frame) -> None:
+        if signum == signal.SIGTERM:
+            raise Interrupted("SIGTERM")
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        handler = self._original.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+
+
+# The job's interrupts (one job per process): the train loop defers them between steps.
+INTERRUPTS = Interrupts()

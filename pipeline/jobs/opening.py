@@ -1,0 +1,125 @@
+"""Opening a job's runs: a new run, the point's interrupted run taken over, or an existing run
+reopened for a stage re-run, by the re-launch rules (`pipeline.jobs.relaunch`).
+
+A job that trains looks up its point (tag `config_hash`) under the store's point lock and creates or
+claims a run there; on a server store (no lock across hosts) the newer of two runs created at once
+for a point deletes itself and stands back. A job that only re-runs stages reopens `run_id`, or the
+newest run trained with the same training config (tag `train_hash`).
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from pipeline.config import checks, hashes
+from pipeline.config.members import seeds_of, with_seed
+from pipeline.errors import UserError
+from pipeline.jobs import placement, relaunch
+from pipeline.stages.context import Member
+from pipeline.tracking import Tracker, names
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("torch", "devinterp", "mlflow", "hydra-core", "numpy", "scikit-learn", "transformers")
+
+
+@dataclass
+class JobInfo:
+    """What Hydra knows about the job: sweep id, run name, and whether it is one of many."""
+
+    sweep: str
+    name: str
+    multirun: bool = False
+
+
+def provenance() -> dict[str, str]:
+    """Git commit and package versions, as tags."""
+    tags = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        git = ["git", "-C", str(ROOT)]
+        tags["git_commit"] = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+        tags["git_dirty"] = str(bool(dirty.stdout.strip()))
+    except (OSError, subprocess.CalledProcessError):
+        tags["git_commit"] = "unknown"
+    return tags
+
+
+def open_members(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> list[Member]:
+    """The job's runs: one, or one per seed of a batched job (`seeds=...`, each the run a one-by-one
+    job with that seed has: its config, hashes and run name `<name>,seed=<s>`)."""
+    if cfg.get("seeds") is None:
+        return [open_run(cfg, tracker, job, int(cfg.seed))]
+    members = []
+    for s in seeds_of(cfg):
+        name = f"seed={s}" if job.name == "default" else f"{job.name},seed={s}"
+        m = open_run(with_seed(cfg, s), tracker, replace(job, name=name), s)
+        m.note = m.note and f"seed {s}: {m.note}"
+        members.append(m)
+    return members
+
+
+def open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo, seed: int) -> Member:
+    """A new run, or the point's interrupted run, when training (`relaunch.decide`); else the given
+    run_id or the newest run of the same training, reopened."""
+    first = checks.first_stage(cfg.stages)
+    if first in cfg.stages:
+        tags = {
+            names.SWEEP: job.sweep,
+            names.CONFIG_HASH: hashes.config_hash(cfg),
+            names.TRAIN_HASH: hashes.train_hash(cfg),
+            names.MULTIRUN: str(job.multirun),
+            **placement.tags(torch.get_num_threads()),
+            **provenance(),
+        }
+        if first != "train" or not cfg.resume.enabled:
+            return Member(seed, cfg, tracker.start_run(job.name, {**tags, **relaunch.owner_tags()}))
+        return _open_point(cfg, tracker, job, tags, seed)
+    if cfg.run_id:
+        run = tracker.get_run(str(cfg.run_id))
+    else:
+        found = tracker.find_runs({names.TRAIN_HASH: hashes.train_hash(cfg), names.stage_tag(first): "done"})
+        if not found:
+            raise UserError(
+                f"no trained run with this training config in experiment "
+                f"'{cfg.tracking.experiment}': pass run_id=<id> or include train in stages"
+            )
+        run = found[0]
+    tracker.reopen(run.run_id)
+    return Member(seed, cfg, run.run_id, "rerun", previous_status=run.status)
+
+
+def _open_point(cfg: DictConfig, tracker: Tracker, job: JobInfo, tags: dict, seed: int) -> Member:
+    """Look up the point's runs and create or claim one, under the store's point lock."""
+    point = tags[names.CONFIG_HASH]
+    owner = relaunch.owner_tags()
+    with tracker.point_lock():
+        d = relaunch.decide(tracker.point_runs(point), cfg.stages, float(cfg.resume.stale_after_s))
+        if d.action in ("skip", "busy"):
+            return Member(seed, cfg, d.run.run_id, d.action, tuple(d.done), d.note)
+        if d.action == "claim":
+            run = d.run
+            tracker.claim(run.run_id, {**owner, **placement.tags(torch.get_num_threads())})
+            previous = "FINISHED" if run.status == "FINISHED" else None
+            return Member(seed, cfg, run.run_id, "claim", tuple(d.done), d.note, previous)
+        run_id = tracker.start_run(job.name, {**tags, **owner})
+        tracker.supersede(d.superseded, run_id)
+    if not tracker.uri.startswith("sqlite:"):  # no lock across hosts: the newer of two duplicates yields
+        older = tracker.newest_duplicate(run_id, point)
+        if older is not None:
+            tracker.delete_run(run_id)
+            return Member(seed, cfg, older, "busy", note=f"skipped: another job created run {older} for this point")
+    return Member(seed, cfg, run_id, note=d.note)

@@ -1,0 +1,109 @@
+"""The settings of the estimators and the fit, as plain frozen dataclasses.
+
+They are what the config's `llc` and `fit` blocks hold (`pipeline.config.schema` types the config
+from them), and what the science functions take, so these know nothing of the config. No torch here:
+the command line's pre-check reads them before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def from_mapping(cls: type, values: Mapping):
+    """An instance of dataclass `cls` from the entries of `values` it names (nested dataclasses
+    alike; other keys are ignored, missing ones keep their defaults)."""
+    hints = typing.get_type_hints(cls)
+    picked = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value = values[f.name]
+            picked[f.name] = from_mapping(hints[f.name], value) if dataclasses.is_dataclass(hints[f.name]) else value
+    return cls(**picked)
+
+
+@dataclass(frozen=True)
+class Chains:
+    """How long and with what update the chains run: SGLD step size ε, localization γ, nβ, and
+    `chains` chains of `draws` draws after `burnin` steps, `every` steps apart."""
+
+    lr: float
+    localization: float
+    nbeta: float
+    chains: int
+    draws: int
+    burnin: int = 0
+    every: int = 1
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The stationarity test's batch means and the thresholds that flag an estimate."""
+
+    batches: int = 20
+    max_z: float = 3.0
+    max_drift: float = 0.1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """devinterp SGLD for λ: step size ε (`lr`), localization γ, nβ (None: batch / log batch),
+    chains, draws, burn-in, steps between draws, the seed estimates derive theirs from."""
+
+    lr: float = 1e-5
+    localization: float = 100.0
+    nbeta: float | None = field(default=None, metadata={"example": "10"})
+    num_chains: int = 1
+    num_draws: int = 400
+    num_burnin_steps: int = 0
+    num_steps_bw_draws: int = 1
+    seed: int = 0
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    @classmethod
+    def of(cls, values: Mapping) -> Settings:
+        """The settings among `values` (e.g. the config's `llc` block; other keys are ignored)."""
+        return from_mapping(cls, values)
+
+    def chains(self, nb: float) -> Chains:
+        return Chains(
+            lr=float(self.lr),
+            localization=float(self.localization),
+            nbeta=nb,
+            chains=int(self.num_chains),
+            draws=int(self.num_draws),
+            burnin=int(self.num_burnin_steps),
+            every=int(self.num_steps_bw_draws),
+        )
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The d_s interval: replicates, coverage, fit points per resampled block (None: n^(1/3)), seed."""
+
+    samples: int = 1000
+    level: float = 0.95
+    block: int | None = field(default=None, metadata={"example": "4"})
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which points the fit uses: `points` llc (the LLC steps, the paper's) or all (every recorded
+    step), between `start_step` and `end_step`; from a detected crossover t_c with `crossover`
+    (with `shift`, R − R(t_c) on t − t_c, eq. 32)."""
+
+    points: str = "llc"
+    start_step: int | None = field(default=None, metadata={"example": "1000"})
+    end_step: int | None = field(default=None, metadata={"example": "10000"})
+    crossover: bool = field(default=False, metadata={"example": "true"})
+    shift: bool = False
+    bootstrap: Bootstrap = field(default_factory=Bootstrap)
+
+    @classmethod
+    def of(cls, values: Mapping) -> Window:
+        """The fit settings among `values` (e.g. the config's `fit` block; other keys are ignored)."""
+        return from_mapping(cls, values)

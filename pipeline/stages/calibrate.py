@@ -1,0 +1,175 @@
+"""Stage calibrate: a small grid of SGLD settings on one checkpoint, to choose `llc` for a model.
+
+devinterp's calibration guidance: an estimate is usable when its loss trace is flat (the chain has
+equilibrated), λ̂ is positive and no chain diverges; try step sizes, localizations and nβ until that
+holds. This stage runs the llc stage's batched estimator (the sampler core, `llc.estimate_many`, its
+other settings from `cfg.llc`) on every combination of `calibrate.lr`, `calibrate.localization` and
+`calibrate.nbeta_factor` (nβ = factor × `llc.nbeta`, or × batch/log batch when that is null).
+
+Reads from the run: `config.yaml` and one checkpoint (`calibrate.step`, default the last kept).
+Writes: `calibration.parquet` (one row per setting: λ̂, its spread over chains, status, the
+diagnostics of `llc.diagnose`, whether recommended), `calibration_traces.parquet` (setting, chain,
+draw, loss), `calibration/traces_nbeta_x<factor>.png` (a grid of trace plots, rows γ, columns ε),
+`calibration.json` (the recommendation and its rule) and tag `calibrate.recommended` (overrides to
+paste, e.g. `llc.lr=0.0001 llc.localization=10 llc.nbeta=null`, or `none`).
+
+Recommendation rule: among settings whose estimate succeeded, is positive and is stationary, the
+largest step size (the chain travels furthest in the same number of draws; too large a step is
+what the flags catch: divergence, negative λ̂ or a falling trace), then the smallest localization
+(least pull towards w_t), then the nβ factor closest to 1 (the paper's nβ). A step so small that
+the chain barely moves also passes the stationarity test (its trace is minibatch noise around
+L(w_t)), which is why the largest usable step is preferred. The table and plots show every
+setting, so the user can overrule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from pipeline.config import build
+from pipeline.errors import UserError
+from pipeline.progress import bar
+from pipeline.slt import llc
+from pipeline.slt.settings import Settings
+from pipeline.stages import inputs
+from pipeline.stages.context import Context, Member
+from pipeline.tracking import names
+
+
+def settings(cfg: DictConfig, default_nbeta: float) -> list[dict]:
+    """Every combination of the grid, each with the nβ it uses."""
+    c = cfg.calibrate
+    base = float(cfg.llc.nbeta) if cfg.llc.nbeta is not None else default_nbeta
+    return [
+        {"lr": float(lr), "localization": float(gamma), "nbeta_factor": float(f), "nbeta": float(f) * base}
+        for f, gamma, lr in itertools.product(c.nbeta_factor, c.localization, c.lr)
+    ]
+
+
+def recommend(table: pd.DataFrame) -> pd.Series | None:
+    """The recommended row (see the module docstring), or None when no setting is usable."""
+    usable = table[(table["status"] == "ok") & ~table["negative"] & ~table["nonstationary"]]
+    if usable.empty:
+        return None
+    order = usable.assign(dist=(np.log(usable["nbeta_factor"])).abs())
+    return order.sort_values(["lr", "localization", "dist"], ascending=[False, True, True]).iloc[0]
+
+
+def overrides(row: pd.Series | None, nbeta_was_null: bool) -> str:
+    """The command-line overrides that select `row`'s settings for the llc stage."""
+    if row is None:
+        return "none"
+    nbeta = "null" if nbeta_was_null and row["nbeta_factor"] == 1.0 else f"{row['nbeta']:.6g}"
+    return f"llc.lr={row['lr']:g} llc.localization={row['localization']:g} llc.nbeta={nbeta}"
+
+
+def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path) -> None:
+    """Trace plots for one nβ factor: rows localization, columns step size; flagged panels in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = table[table["nbeta_factor"] == factor]
+    lrs, gammas = sorted(sub["lr"].unique()), sorted(sub["localization"].unique())
+    fig, axes = plt.subplots(
+        len(gammas), len(lrs), figsize=(3.2 * len(lrs), 2.4 * len(gammas)), squeeze=False, sharex=True
+    )
+    for (i, gamma), (j, lr) in itertools.product(enumerate(gammas), enumerate(lrs)):
+        ax = axes[i, j]
+        row = sub[(sub["lr"] == lr) & (sub["localization"] == gamma)].iloc[0]
+        tr = traces[traces["setting"] == row["setting"]]
+        for _, chain in tr.groupby("chain"):
+            ax.plot(chain["draw"], chain["loss"], lw=0.7)
+        ax.axhline(row["init_loss"], color="k", ls="--", lw=0.7)
+        flags = [k for k in ("negative", "nonstationary") if row[k]]
+        if row["status"] != "ok":
+            flags = ["diverged"]
+        bad = bool(flags) or row["status"] != "ok"
+        ax.set_title(
+            f"ε={lr:g} γ={gamma:g}\nλ̂={row['llc']:.3g}" + (f" ({', '.join(flags)})" if flags else ""),
+            fontsize=8,
+            color="red" if bad else "black",
+        )
+        for side in ax.spines.values():
+            side.set_color("red" if bad else "black")
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("draw", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss", fontsize=8)
+    nbeta = sub["nbeta"].iloc[0]
+    fig.suptitle(f"SGLD loss traces, nβ = {nbeta:.4g} ({factor:g} × default); dashed: L(w_t)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(ctx: Context, members: list[Member]) -> dict:
+    """Run the grid on the chosen checkpoint and log the table, the trace plots and the recommendation."""
+    (member,) = members
+    cfg, tracker, run_id = ctx.cfg, ctx.tracker, member.run_id
+    trained = inputs.trained_config(tracker, run_id)
+    kept = inputs.kept_checkpoints(tracker, run_id)
+    kept.pop(0, None)  # w_0 is no minimum: calibrating there says nothing about the run
+    if not kept:
+        raise UserError(f"run {run_id} kept no trained checkpoint: run the train stage first")
+    step = int(cfg.calibrate.step) if cfg.calibrate.step is not None else max(kept)
+    if step not in kept:
+        raise UserError(f"calibrate.step={step} is not a kept checkpoint: choose one of {sorted(kept)}")
+    data = build.data(trained)
+    model = build.model(trained, data).to(cfg.device)
+    task = build.task(trained)  # the model's own loss, as the llc stage uses
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.download_file(run_id, kept[step], Path(tmp))
+        state = inputs.load_checkpoint(run_id, path, cfg.device)
+    grid = settings(cfg, llc.nbeta(None, data.batch_size))
+    c = cfg.calibrate
+    base = Settings.of(cfg.llc)
+    base = dataclasses.replace(
+        base,
+        num_draws=int(c.num_draws) if c.num_draws is not None else base.num_draws,
+        num_chains=int(c.num_chains) if c.num_chains is not None else base.num_chains,
+    )
+    rows, traces = [], []
+    for k, s in enumerate(bar(cfg.progress, iterable=grid, desc="calibrate")):
+        at = dataclasses.replace(base, lr=s["lr"], localization=s["localization"], nbeta=s["nbeta"])
+        (out,) = llc.estimate_many(model, [state], data, at, [step], cfg.device, task)
+        trace = out.pop("trace")
+        out.pop("nbeta")  # the grid's own value, already in `s`
+        rows.append({"setting": k, "step": step, **s, **out})
+        if trace is not None:
+            traces.append(llc.trace_table(trace, setting=k))
+    table = pd.DataFrame(rows)
+    best = recommend(table)
+    table["recommended"] = table["setting"] == (best["setting"] if best is not None else -1)
+    trace_table = (
+        pd.concat(traces, ignore_index=True)
+        if traces
+        else pd.DataFrame(columns=["setting", "chain", "draw", "loss"])
+    )
+    tracker.log_table(run_id, table, names.CALIBRATION)
+    tracker.log_table(run_id, trace_table, names.CALIBRATION_TRACES)
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in sorted(table["nbeta_factor"].unique()):
+            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png")
+        tracker.log_dir(run_id, Path(tmp), names.CALIBRATION)
+    chosen = overrides(best, cfg.llc.nbeta is None)
+    result = {
+        "step": step,
+        "recommended": chosen,
+        "rule": "usable = ok, λ̂ > 0, stationary; then largest lr, smallest localization, "
+        "nβ factor closest to 1",
+        "usable": int(((table["status"] == "ok") & ~table["negative"] & ~table["nonstationary"]).sum()),
+        "settings": len(table),
+    }
+    tracker.log_json(run_id, result, names.CALIBRATION)
+    tracker.set_tags(run_id, {names.CALIBRATE_RECOMMENDED: chosen, names.CALIBRATE_STEP: step})
+    return result

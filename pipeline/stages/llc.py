@@ -1,0 +1,214 @@
+"""Stage 2, llc: λ(t) with devinterp's SGLD estimator at every kept checkpoint.
+
+Reads from each run: `config.yaml` (to rebuild data and model) and `checkpoints/step_*.pt`.
+Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, and the diagnostics
+`negative`, `nonstationary`, `trace_drift`, `trace_drift_z`; see `pipeline.slt.llc`),
+`llc_traces.parquet` (the loss at every draw, per chain), step metric `llc`, summary `lambda_final`
+(mean of the last `llc.last` estimates, G.1), `lambda_final_std` (their standard deviation) and
+`lambda_bar` (time average over the run, Corollary 3.3), tags `llc.method`, `llc.nbeta_used`,
+`llc.model_mode`, `llc.last`, `llc.estimates` and the counts `llc.failed_estimates`,
+`llc.negative_estimates`, `llc.nonstationary_estimates`. While it runs, `llc_partial.parquet` (the
+estimates so far, for a resumed stage; `Partial`), removed when the stage completes.
+
+`llc.method=batched` (the default) estimates every checkpoint of every member in stacked passes of
+the sampler core (`llc.max_stacked` parameters at most per pass); `serial` calls devinterp's own
+estimator once per checkpoint (also the path of models that are not stacked: language models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections import defaultdict
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import build
+from pipeline.errors import UserError
+from pipeline.interrupts import INTERRUPTS, interruption
+from pipeline.models import num_params
+from pipeline.models.tasks import Classification, Task
+from pipeline.progress import bar
+from pipeline.slt import llc
+from pipeline.slt.settings import Settings
+from pipeline.stages import inputs
+from pipeline.stages.context import Context, Member
+from pipeline.tracking import Tracker, names
+
+
+def method_for(llc_cfg: DictConfig, task: Task) -> str:
+    """How the llc stage runs its estimates: `llc.method` (batched or serial), serial for tasks
+    whose models are not stacked (language models: HuggingFace modules are not vmapped here)."""
+    method = str(llc_cfg.get("method", "serial"))
+    if method not in ("batched", "serial"):
+        raise UserError(f"llc.method={method}: choose batched or serial")
+    return method if isinstance(task, Classification) else "serial"
+
+
+def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> dict[str, float]:
+    """Log λ(t), its traces and the summary to the run; returns the summary."""
+    table, traces = llc.tables(rows)
+    tracker.log_table(run_id, table, names.LLC)
+    if not traces.empty:
+        tracker.log_table(run_id, traces, names.LLC_TRACES)
+    tracker.log_series(run_id, "llc", table["step"], table["llc"])
+    summary = llc.summarize(table, int(cfg.llc.last))
+    tracker.log_summary(run_id, summary)
+    failed = int((table["status"] != "ok").sum())
+    flags = {k: int(table[k].sum()) if k in table else 0 for k in ("negative", "nonstationary")}
+    tracker.set_tags(
+        run_id,
+        {
+            names.LLC_MODEL_MODE: "train (devinterp samples in train mode; batch norm uses batch stats)",
+            names.LLC_NBETA: f"{table['nbeta'].iloc[0]:.6g}"
+            + (" (batch/log batch)" if cfg.llc.nbeta is None else " (set)"),
+            names.LLC_FAILED: failed,
+            names.LLC_LAST: int(cfg.llc.last),  # how many estimates λ_final averages (fit resamples them)
+            names.LLC_NEGATIVE: flags["negative"],
+            names.LLC_NONSTATIONARY: flags["nonstationary"],
+            names.LLC_ESTIMATES: len(table),
+        },
+    )
+    return summary
+
+
+class Partial:
+    """The rows estimated so far, persisted as artifact `llc_partial.parquet` at most every
+    `every_s` seconds (and when interrupted), so that a resumed llc stage skips their steps.
+
+    The loss trace goes in as raw bytes with its shape and dtype: read back, every row is the row
+    it was, bit for bit."""
+
+    def __init__(
+        self, tracker: Tracker, run_id: str, settings: DictConfig, every_s: float, enabled: bool = True
+    ) -> None:
+        self.tracker, self.run_id, self.every_s, self.enabled = tracker, run_id, float(every_s), enabled
+        # Rows are reused only by an llc stage with the same settings (a re-run with others starts over).
+        self.key = json.dumps(OmegaConf.to_container(settings, resolve=True), sort_keys=True, default=str)
+        self.rows: list[dict] = self.load() if enabled else []
+        self.saved = len(self.rows)
+        self.last = time.monotonic()
+
+    @property
+    def steps(self) -> set[int]:
+        return {int(r["step"]) for r in self.rows}
+
+    def load(self) -> list[dict]:
+        table = self.tracker.load_table(self.run_id, names.LLC_PARTIAL)
+        if table is None:
+            return []
+        rows = []
+        for r in table.to_dict("records"):
+            if r.pop("settings") != self.key:
+                continue
+            raw, shape, dtype = r.pop("trace_bytes"), r.pop("trace_shape"), r.pop("trace_dtype")
+            r["trace"] = None if raw is None else np.frombuffer(raw, dtype=dtype).reshape(list(shape)).copy()
+            rows.append(r)
+        return rows
+
+    def add(self, rows: list[dict]) -> None:
+        """New rows; persisted when `every_s` has passed since the last save."""
+        self.rows += rows
+        if self.enabled and time.monotonic() - self.last >= self.every_s:
+            self.save()
+
+    def save(self) -> None:
+        if not self.enabled or len(self.rows) == self.saved:
+            return
+        out = []
+        for r in self.rows:
+            t = r.get("trace")
+            out.append(
+                {k: v for k, v in r.items() if k != "trace"}
+                | {
+                    "trace_bytes": None if t is None else t.tobytes(),
+                    "trace_shape": None if t is None else list(t.shape),
+                    "trace_dtype": None if t is None else str(t.dtype),
+                    "settings": self.key,
+                }
+            )
+        self.tracker.log_table(self.run_id, pd.DataFrame(out), names.LLC_PARTIAL)
+        self.saved, self.last = len(self.rows), time.monotonic()
+
+    def clear(self) -> None:
+        """After the stage has recorded its tables: the partial rows are no longer needed."""
+        if self.enabled and self.saved:
+            self.tracker.delete_artifacts(self.run_id, f"{names.LLC_PARTIAL}.parquet")
+
+
+def run(ctx: Context, members: list[Member]) -> None:
+    """Estimate λ at every checkpoint each member's train stage kept, with the settings in `cfg.llc`."""
+    cfg, tracker = ctx.cfg, ctx.tracker
+    todo: list[tuple[Member, DictConfig]] = []
+    for m in members:
+        trained = inputs.trained_config(tracker, m.run_id)
+        if trained.llc.online and m.cfg.llc.online and tracker.load_table(m.run_id, names.LLC) is not None:
+            continue  # estimated during training already
+        todo.append((m, trained))
+    if not todo:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        # (member, step, checkpoint file) for every estimate to make, member by member, by step.
+        work: list[tuple[int, int, Path]] = []
+        partials: list[Partial] = []
+        for i, (m, trained) in enumerate(todo):
+            every = int(trained.llc.every)
+            kept = inputs.checkpoints(tracker, m.run_id, Path(tmp) / str(i))
+            chosen = [(s, f) for s, f in kept if s > 0 and s % every == 0]
+            if not chosen:
+                raise UserError(
+                    f"run {m.run_id} kept no checkpoints at multiples of llc.every={every}: "
+                    "re-train with train.keep_checkpoints=true and llc.online=false"
+                )
+            inputs.check_checkpoints(m.run_id, [f for _, f in chosen])  # before data and model are built
+            partials.append(Partial(tracker, m.run_id, m.cfg.llc, cfg.resume.every_s, cfg.resume.enabled))
+            work += [(i, s, f) for s, f in chosen if s not in partials[i].steps]
+        # Data and model are rebuilt only once there is something to estimate on.
+        trained = todo[0][1]
+        data = build.data(trained)
+        model = build.model(trained, data).to(cfg.device)
+        task = build.task(trained)
+        method = method_for(cfg.llc, task)
+        for m, _ in todo:
+            tracker.set_tags(m.run_id, {names.LLC_METHOD: method})
+        try:
+            _estimate(ctx, todo, work, partials, data, model, task, method)
+        except BaseException as e:
+            if interruption(e) is not None:  # keep what was estimated for the resumed run
+                for partial in partials:
+                    partial.save()
+            raise
+    with INTERRUPTS.deferred():  # the job acts on a signal after marking the stage done
+        for (m, _), partial in zip(todo, partials):
+            record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg)
+            partial.clear()
+
+
+def _estimate(ctx, todo, work, partials, data, model, task, method: str) -> None:
+    """Every estimate of `work`, in stacked groups or one by one, into the members' partial rows."""
+    cfg, device = ctx.cfg, ctx.cfg.device
+    settings = Settings.of(cfg.llc)
+    # Each member's own sampler seed (a seed sweep's members: their seeds), as its one-by-one run's.
+    seeds = [int(m.cfg.llc.seed) for m, _ in todo]
+    if method == "batched":
+        groups = llc.stacked_groups(len(work), num_params(model), int(cfg.llc.max_stacked))
+        for group in bar(cfg.progress, iterable=groups, desc=f"llc ({len(work)} estimates, batched)"):
+            part = [work[k] for k in group]
+            states = [inputs.load_checkpoint(todo[i][0].run_id, f, device) for i, _, f in part]
+            steps = [s for _, s, _ in part]
+            found = llc.estimate_many(model, states, data, settings, steps, device, task, [seeds[i] for i, _, _ in part])
+            rows = defaultdict(list)
+            for (i, s, _), row in zip(part, found):
+                rows[i].append({"step": s, **row})
+            for i, member_rows in rows.items():
+                partials[i].add(member_rows)
+    else:
+        for i, s, f in bar(cfg.progress, iterable=work, desc="llc"):
+            model.load_state_dict(inputs.load_checkpoint(todo[i][0].run_id, f, device))
+            row = llc.estimate(model, data, dataclasses.replace(settings, seed=seeds[i]), s, device, task.sgld_loss)
+            partials[i].add([{"step": s, **row}])
