@@ -1,34 +1,15 @@
-"""Shared fixtures: the real config, shrunk to seconds, pointed at a temporary SQLite store."""
+"""Shared fixtures: the real config, shrunk to seconds, pointed at a temporary SQLite store; a
+tracking server started (and stopped) by the test that asks for one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF = str(ROOT / "conf")
-
-# A few seconds per run: 90 SGD steps, λ every 30 steps with 20 SGLD draws.
-TINY = [
-    "train.steps=90",
-    "llc.every=30",
-    "llc.num_draws=20",
-    "llc.last=2",
-    "progress=false",
-    "threads=1",
-]
-
-
-def compose_cfg(overrides: list[str] = ()) -> DictConfig:
-    """The real config as launch.py composes it (without Hydra's runtime section)."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from tests.helpers.config import TINY, compose_cfg
+from tests.helpers.servers import tracking_servers
 
 
 @pytest.fixture
@@ -49,22 +30,7 @@ def tiny_cfg(store: str):
     return make
 
 
-def launch(
-    args: list[str],
-    cwd: Path,
-    timeout: int = 300,
-    env: dict[str, str] | None = None,
-    prefix: list[str] = (),
-) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would (`env`: variables to add, e.g. SLURM_CONF;
-    `prefix`: a command it runs under, e.g. setpriv with fewer privileges)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [*prefix, sys.executable, str(ROOT / "launch.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture
+def tracking_server(tmp_path: Path):
+    """Factory: `mlflow server` on 127.0.0.1 on a backend store (see `helpers.servers`)."""
+    yield from tracking_servers(tmp_path)

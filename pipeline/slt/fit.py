@@ -6,6 +6,8 @@ ensemble stage runs the same fit on each member's R(t). Plain numpy and pandas.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -64,13 +66,14 @@ def compute(
     traj: pd.DataFrame,
     llc_table: pd.DataFrame | None,
     lambdas: dict[str, float],
-    window: Window,
+    window: Window | Mapping,
     every: int,
     last: int = 10,
     phase: str | None = None,
 ) -> dict:
     """Everything `fit.json` holds, from the tables alone (ValueError: too few points to fit);
     `phase`: the training phase the window is restricted to, recorded with the result."""
+    window = Window.of(window)
     t, r = fit_points(traj, llc_table, window.points, every)
     t_c = detect_crossover(t, r) if window.crossover else 0.0
     span = dict(t_start=window.start_step, t_end=window.end_step, t_c=t_c, shift=window.shift)

@@ -53,10 +53,10 @@ def stationarity(trace: np.ndarray, nbeta: float, batches: int = 20) -> tuple[fl
     return float(drift), float(z)
 
 
-def diagnose(row: dict, diagnostics: Diagnostics | None = None) -> dict:
+def diagnose(row: dict, diagnostics: Diagnostics | Mapping | None = None) -> dict:
     """The flags of one estimate (see the module docstring); a failed estimate is flagged neither
     way (its status says it failed)."""
-    d = diagnostics or Diagnostics()
+    d = Diagnostics.of(diagnostics)
     if row["trace"] is None:
         return {"negative": False, "nonstationary": False, "trace_drift": np.nan, "trace_drift_z": np.nan}
     drift, z = stationarity(row["trace"], row["nbeta"], int(d.batches))
@@ -86,7 +86,7 @@ def nbeta(setting: float | None, batch_size: int) -> float:
 def estimate(
     model: torch.nn.Module,
     data: Data,
-    settings: Settings,
+    settings: Settings | Mapping,
     step: int,
     device: str,
     evaluate: Callable | None = None,
@@ -103,6 +103,7 @@ def estimate(
     from devinterp.utils import evaluate_ce, get_init_loss_multi_batch
 
     evaluate = evaluate or evaluate_ce
+    settings = Settings.of(settings)
     seed = sampler_seed(settings.seed, step)
     loader = data.loader(seed)
     row = {"nbeta": nbeta(settings.nbeta, data.batch_size)}
@@ -166,7 +167,7 @@ def estimate_many(
     model: torch.nn.Module,
     states: Sequence[Mapping[str, torch.Tensor]],
     data: Data,
-    settings: Settings,
+    settings: Settings | Mapping,
     steps: Sequence[int],
     device: str,
     task: Task,
@@ -181,6 +182,7 @@ def estimate_many(
     differs: one draw per stacked tensor serves every member, so each member's noise is independent
     of the others' but not the draw `estimate` makes (with a single member it is that draw, tested).
     A member whose chain diverges fails alone."""
+    settings = Settings.of(settings)
     seeds = [int(settings.seed)] * len(states) if seeds is None else [int(s) for s in seeds]
     member_seeds = [sampler_seed(s, t) for s, t in zip(seeds, steps)]
     nb = nbeta(settings.nbeta, data.batch_size)
@@ -199,13 +201,14 @@ def estimate_many(
 
 
 def estimate_members(
-    stacked: Stacked, data: Data, settings: Settings, step: int, device: str, task: Task
+    stacked: Stacked, data: Data, settings: Settings | Mapping, step: int, device: str, task: Task
 ) -> pd.DataFrame:
     """λ of every member of `stacked` (one model per seed, at training step `step`) from ONE pass of
     the sampler core, the members sharing the minibatches (common random numbers: the minibatch
     noise that dominates single estimates on small data sets is then common to every member).
     The loss at w_t is the whole training loss L_n(w_t), eq. (25)'s own definition (`llc`);
     devinterp's convention, `num_chains` minibatches, is kept as `llc_batch_init`."""
+    settings = Settings.of(settings)
     seed = sampler_seed(settings.seed, step)
     loader = data.loader(seed)
     nb = nbeta(settings.nbeta, data.batch_size)

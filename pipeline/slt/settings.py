@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-def from_mapping(cls: type, values: Mapping):
+def from_mapping(cls: type, values: Mapping | None):
     """An instance of dataclass `cls` from the entries of `values` it names (nested dataclasses
-    alike; other keys are ignored, missing ones keep their defaults)."""
+    alike; other keys are ignored, missing ones keep their defaults); an instance passes as it is."""
+    if isinstance(values, cls):
+        return values
+    values = values or {}
     hints = typing.get_type_hints(cls)
     picked = {}
     for f in dataclasses.fields(cls):
@@ -47,6 +50,10 @@ class Diagnostics:
     max_z: float = 3.0
     max_drift: float = 0.1
 
+    @classmethod
+    def of(cls, values: Mapping | None) -> Diagnostics:
+        return from_mapping(cls, values)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -64,7 +71,7 @@ class Settings:
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
     @classmethod
-    def of(cls, values: Mapping) -> Settings:
+    def of(cls, values: Mapping | Settings) -> Settings:
         """The settings among `values` (e.g. the config's `llc` block; other keys are ignored)."""
         return from_mapping(cls, values)
 
@@ -104,6 +111,6 @@ class Window:
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
 
     @classmethod
-    def of(cls, values: Mapping) -> Window:
+    def of(cls, values: Mapping | Window) -> Window:
         """The fit settings among `values` (e.g. the config's `fit` block; other keys are ignored)."""
         return from_mapping(cls, values)

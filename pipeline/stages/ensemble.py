@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Mapping
 import time
 from pathlib import Path
 
@@ -49,9 +50,12 @@ from pipeline.training import ensemble
 FIT_COLUMNS = ("alpha", "alpha_se", "r2", "d_s", "d_walk")
 
 
-def member_llc(stacked: Stacked, seeds: list[int], data: Data, settings: Settings, step: int, device: str, progress=None):
+def member_llc(
+    stacked: Stacked, seeds: list[int], data: Data, settings: Settings | Mapping, step: int, device: str, progress=None
+) -> pd.DataFrame:
     """λ of every member at `step`, one devinterp estimate each, with the member's seed (rows without
     the traces)."""
+    settings = Settings.of(settings)
     rows = []
     for i in bar(progress, iterable=range(len(stacked)), desc="llc per member"):
         at = dataclasses.replace(settings, seed=seeds[i])

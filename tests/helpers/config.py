@@ -1,0 +1,29 @@
+"""The real config, composed as launch.py composes it, and the sizes that shrink a job to seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import pipeline.config  # noqa: F401  (the config's schema, registered with Hydra)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = str(ROOT / "conf")
+
+# A few seconds per run: 90 SGD steps, λ every 30 steps with 20 SGLD draws.
+TINY = [
+    "train.steps=90",
+    "llc.every=30",
+    "llc.num_draws=20",
+    "llc.last=2",
+    "progress=false",
+    "threads=1",
+]
+
+
+def compose_cfg(overrides: list[str] = ()) -> DictConfig:
+    """The real config as launch.py composes it (without Hydra's runtime section)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))

@@ -1,0 +1,170 @@
+"""The benchmark harness: its memory measurements on real processes, its figures and targets from
+measured rounds, and (slow) the whole harness in --tiny mode through its command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import proc, report
+from bench.cases import CASES, MODES
+from tests.helpers.config import ROOT
+
+
+def hog(mb: int, seconds: float) -> list[str]:
+    """A child that holds `mb` MB of written (so resident) memory for `seconds`."""
+    return [sys.executable, "-c", f"import time; b = b'x' * ({mb} << 20); time.sleep({seconds})"]
+
+
+def test_one_process_peak_memory_and_wall_clock(tmp_path: Path):
+    res = proc.run(hog(300, 0.5), tmp_path)
+    assert res.returncode == 0
+    assert res.wall_s >= 0.5
+    assert 300 <= res.max_rss_mb < 400  # wait4's ru_maxrss of that child alone
+    assert 250 <= res.tree_peak_mb < 400  # sampled while it slept
+
+
+def test_processes_at_once_add_up_and_one_after_another_do_not(tmp_path: Path):
+    cmds = [(hog(200, 1.0), tmp_path) for _ in range(2)]
+    together = proc.run_many(cmds, at_once=2)
+    apart = proc.run_many(cmds, at_once=1)
+    assert [r.max_rss_mb >= 200 for r in together.results + apart.results] == [True] * 4
+    assert together.peak_mb >= 350  # both held 200 MB at the same time
+    assert 150 <= apart.peak_mb < 300
+    assert apart.wall_s >= 2.0 > together.wall_s
+
+
+def test_a_failing_command_says_why(tmp_path: Path):
+    res = proc.run([sys.executable, "-c", "import sys; sys.exit('bad input')"], tmp_path)
+    with pytest.raises(RuntimeError, match="exited with 1:\nbad input"):
+        res.check()
+
+
+def _round(scale: float, batched: bool = True, sweeps: bool = True) -> dict:
+    """A measured round as harness.measure returns it, with ours `scale` times the baseline's values."""
+    base = {
+        "wall_s": 20.0,
+        "max_rss_mb": 1000.0,
+        "steps_per_s": 1000.0,
+        "llc_s_per_estimate": 0.4,
+        "tracking_s": 2.0,
+    }
+    ours = {k: v * scale for k, v in base.items()} | {"llc_method": "batched" if batched else "serial"}
+    r = {
+        "jobs": {"ours": ours, "baseline": base, "ours_serial": dict(ours, llc_method="serial")},
+        "llc_alone": {"ours_serial": [0.2, 0.3, 0.25], "ours_batched_one": [0.3], "baseline": [0.5, 0.4]},
+    }
+    if sweeps:
+        r["sweeps"] = {
+            "baseline_sequential": {"runs_per_hour": 100.0, "per_run_s": [36.0, 36.0], "peak_mb": 900.0},
+            "baseline_parallel": {"runs_per_hour": 180.0, "peak_mb": 1500.0},
+            "ours_sequential": {"runs_per_hour": 200.0},
+            "ours_parallel": {"runs_per_hour": 300.0},
+            "ours_batched": {"runs_per_hour": 900.0, "peak_mb": 1200.0},
+            "ours_big": {"runs_per_hour": 1500.0},
+        }
+    return r
+
+
+def test_figures_are_medians_over_rounds_and_ratios_of_medians():
+    mode = MODES["full"]
+    figs = report.assemble([_round(0.5), _round(0.2), _round(0.4)], mode, 2, "parallel")
+    assert set(figs) == {f.key for f in report.figures(mode, 2, "parallel")}
+    wall = figs["job_wall_s"]
+    assert wall["ours"] == {"median": 8.0, "min": 4.0, "max": 10.0, "values": [10.0, 4.0, 8.0]}
+    assert wall["baseline"]["median"] == 20.0 and wall["ratio"] == pytest.approx(0.4)
+    assert wall["better"] == "lower"
+    assert figs["train_steps_per_s"]["better"] == "higher"
+    assert figs["llc_alone_serial_s"]["ours"]["median"] == 0.25  # each round: the median of its calls
+    assert figs["llc_alone_serial_s"]["baseline"]["median"] == 0.45
+    assert figs["tracking_share_pct"]["ours"]["median"] == pytest.approx(10.0)  # 2 s of 20 s, any scale
+    assert figs["sweep_batched_rph"]["ratio"] == pytest.approx(5.0)  # vs the baseline's best (parallel)
+    assert figs["big_batched_rph"]["baseline"]["median"] == pytest.approx(100.0)  # 3600 / 36 s
+    assert figs["big_batched_rph"]["ratio"] == pytest.approx(15.0)
+    targets = {t["target"]: t for t in report.targets({"default": {"figures": figs}}, mode)}
+    assert targets["whole default job ≥ 5× faster than the baseline"]["reached"] == pytest.approx(2.5)
+    assert not targets["whole default job ≥ 5× faster than the baseline"]["met"]
+    assert targets["50-seed throughput ≥ 10× (default)"]["met"]
+    assert not targets["tracking overhead < 5 % (default job)"]["met"]
+
+
+def test_a_figure_the_checkout_lacks_is_not_available_not_a_crash():
+    figs = report.assemble([_round(0.5, batched=False, sweeps=False)], MODES["quick"], 2, "parallel")
+    assert figs["llc_s_batched"]["ours"] == {"na": report.NA} and figs["llc_s_batched"]["ratio"] is None
+    assert figs["sweep_parallel_rph"]["ours"] == {"na": report.NA}
+    assert figs["llc_s_serial"]["ratio"] == pytest.approx(0.5)
+    text = report.table("default", "d", figs)
+    assert "| 2a. s per λ estimate in the job, llc.method=batched (amortised) | lower | n/a (not" in text
+
+
+def test_cases_shrink_both_sides_alike():
+    tiny = MODES["tiny"]
+    for case in CASES.values():
+        ours, theirs = case.ours(tiny), case.theirs(tiny)
+        assert f"train.steps={tiny.steps}" in ours and f"--steps={tiny.steps}" in theirs
+        assert f"llc.num_draws={tiny.draws}" in ours and f"--draws={tiny.draws}" in theirs
+        assert case.ours(MODES["full"]) == case.overrides  # full mode: the case as stated
+
+
+@pytest.mark.slow
+def test_harness_tiny_mode_end_to_end(tmp_path: Path):
+    """`python -m bench --tiny` (about 2 minutes here): every figure for both sides, positive, the
+    ratios those of the medians, the targets and the machine facts in the JSON file."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--cases", "default", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    figs = result["cases"]["default"]["figures"]
+    assert set(figs) == {f.key for f in report.figures(MODES["tiny"], 2, "parallel")}
+    for key, f in figs.items():
+        for side in ("ours", "baseline"):
+            assert f[side]["median"] > 0, (key, side)
+            assert len(f[side]["values"]) == 1
+        assert f["ratio"] == pytest.approx(f["ours"]["median"] / f["baseline"]["median"]), key
+        assert f"| {f['label']} | {f['better']} |" in done.stdout
+    # The whole job includes its train and llc stages.
+    for r in result["cases"]["default"]["rounds"]:
+        for job in r["jobs"].values():
+            assert job["wall_s"] > job["train_s"] + job["llc_s"]
+            assert job["steps"] == MODES["tiny"].steps
+    assert {t["target"] for t in result["targets"]} >= {"whole default job ≥ 5× faster than the baseline"}
+    m = result["machine"]
+    assert m["cores"] >= 1 and m["torch_threads"] >= 1 and len(m["git_commit"]) == 40
+    assert len(result["load_average_before"]) == 3 and len(result["load_average_after"]) == 3
+
+
+def test_render_prints_a_saved_result_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`python -m bench --render <json>`: the tables of a saved result, for the README, nothing measured."""
+    from bench.__main__ import main
+
+    mode = MODES["full"]
+    figs = report.assemble([_round(0.5)], mode, 2, "parallel")
+    result = {
+        "mode": "full",
+        "settings": {"repeats": 1},
+        "machine": report.machine(2),
+        "load_average_before": [0.5, 0.4, 0.3],
+        "load_average_after": [1.0, 0.8, 0.6],
+        "duration_s": 600.0,
+        "cases": {"default": {"description": "the default job", "figures": figs}},
+        "targets": report.targets({"default": {"figures": figs}}, mode),
+    }
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert main(["--render", str(path)]) == path
+    out = capsys.readouterr().out
+    assert "load average before 0.50, after 1.00" in out and "10.0 min" in out
+    assert "| 3a. whole job, wall clock (s) | lower | 10 | 20 | 0.5 |" in out
+    assert "| whole default job ≥ 5× faster than the baseline | 2.00× (20.0 s → 10.0 s) | no |" in out
+    with pytest.raises(SystemExit):
+        main(["--render", str(tmp_path / "missing.json")])

@@ -1,0 +1,49 @@
+"""Loaders read the real on-disk formats; a missing folder is one clear line."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import data
+from pipeline.errors import UserError
+from tests.helpers.data_files import write_mnist
+
+
+def test_mnist_reads_idx_files(tmp_path: Path) -> None:
+    images, labels = write_mnist(tmp_path)
+    d = data.mnist(batch_size=8, root=str(tmp_path), subset=40, test_fraction=0.5)
+    assert d.name == "mnist" and d.num_classes == 10 and d.in_features == 784
+    assert d.n_train == 20 and len(d.y_test) == 20
+    # Pixels are the file's bytes, standardised with MNIST's mean and std.
+    x = torch.cat([d.x_train, d.x_test]) * 0.3081 + 0.1307
+    found = {tuple((row.numpy() * 255).round().astype(int).ravel()[:20]) for row in x}
+    expected = {tuple(img.ravel()[:20].astype(int)) for img in images}
+    assert found <= expected
+    assert set(torch.cat([d.y_train, d.y_test]).tolist()) <= set(labels.tolist())
+
+
+def test_mnist_missing_folder_names_the_path_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as e:
+        data.mnist(batch_size=8, root=str(tmp_path / "nowhere"))
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in msg and "download=true" in msg
+    assert "\n" not in msg
+
+
+def test_digits_is_a_fixed_half_split() -> None:
+    a, b = data.digits(batch_size=64), data.digits(batch_size=64)
+    assert a.n_train == 898 and len(a.y_test) == 899 and a.in_features == 64
+    assert torch.equal(a.x_train, b.x_train)  # the split does not depend on the run's seed
+    assert float(a.x_train.max()) <= 1.0
+    assert a.steps_per_epoch == 15
+
+
+def test_epoch_covers_every_sample_once_in_seeded_order() -> None:
+    d = data.moons(batch_size=50)
+    batches = list(d.epoch(torch.Generator().manual_seed(3)))
+    assert [len(y) for _, y in batches] == [50] * 5 + [6]
+    seen = torch.cat([x for x, _ in batches])
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, d.x_train.tolist()))
+    again = list(d.epoch(torch.Generator().manual_seed(3)))
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(batches, again))

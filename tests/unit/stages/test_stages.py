@@ -1,0 +1,142 @@
+"""Each stage on a tiny config against a real SQLite store, and each re-run alone."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.jobs import lifecycle
+from pipeline.slt import fit
+from pipeline.slt.exponent import fit_exponent
+from pipeline.tracking.names import SUMMARY_METRICS
+from pipeline.training.loop import Diverged
+from tests.helpers.jobs import JOB, execute
+
+
+def metric_history(tracker, run_id, key):
+    return tracker.client.get_metric_history(run_id, key)
+
+
+def test_full_run_records_the_contract(tiny_cfg) -> None:
+    tracker, run_id, metrics = execute(tiny_cfg(), JOB)
+    r = tracker.get_run(run_id)
+    assert r.status == "FINISHED"
+    for key in SUMMARY_METRICS:
+        assert math.isfinite(metrics[key]), key
+    tags = r.tags
+    assert tags["sweep"] == "test-sweep" and len(tags["config_hash"]) == 16
+    assert all(tags[f"stage.{s}"] == "done" for s in ("train", "llc", "fit"))
+    assert tags["git_commit"] and tags["version.devinterp"].startswith("1.3")
+    assert r.params["llc.lr"] == "1e-05" and r.params["lr"] == "0.1"
+
+    traj = tracker.load_table(run_id, "trajectory")
+    assert traj["step"].tolist() == list(range(1, 91))  # every step of a short run
+    tensors = [c for c in traj if c.startswith("displacement/")]
+    assert len(tensors) == 6  # 3 linear layers: weight and bias
+    assert np.allclose(np.sqrt((traj[tensors] ** 2).sum(axis=1)), traj["displacement"])
+    assert len(metric_history(tracker, run_id, "displacement")) == 90
+
+    evals = tracker.load_table(run_id, "evals")
+    assert evals["step"].tolist() == [30, 60, 90]
+    assert metrics["test_acc"] == evals["test_acc"].iloc[-1]
+    assert len(metric_history(tracker, run_id, "test/acc")) == 3
+
+    llc = tracker.load_table(run_id, "llc")
+    assert llc["step"].tolist() == [30, 60, 90] and (llc["status"] == "ok").all()
+    assert np.allclose(llc["nbeta"], 64 / np.log(64))  # devinterp's default_nbeta
+    assert metrics["lambda_final"] == pytest.approx(llc["llc"].tail(2).mean())
+    assert metrics["lambda_final_std"] == pytest.approx(llc["llc"].tail(2).std(ddof=1))
+    assert metrics["lambda_bar"] == pytest.approx(llc["llc"].mean())
+    traces = tracker.load_table(run_id, "llc_traces")
+    assert len(traces) == 3 * 20 and set(traces["draw"]) == set(range(20))
+
+    result = tracker.load_json(run_id, "fit")
+    assert (result["t_start"], result["t_end"], result["n_points"]) == (30, 90, 3)
+    direct = fit_exponent(llc["step"], traj.set_index("step").loc[llc["step"], "displacement"])
+    assert metrics["alpha"] == pytest.approx(direct.alpha)
+    assert metrics["d_s"] == pytest.approx(2 * metrics["lambda_final"] * metrics["alpha"])
+    assert metrics["d_walk"] == pytest.approx(1 / metrics["alpha"])
+    assert tags["verdict.lemma_3_4"] == fit.verdict(metrics["d_s"], metrics["lambda_final"])
+    files = {f.path for f in tracker.client.list_artifacts(run_id, "checkpoints")}
+    assert files == {f"checkpoints/step_{s:08d}.pt" for s in (0, 30, 60, 90)}
+
+
+def test_refit_alone_does_not_retrain_and_reproduces_alpha(tiny_cfg) -> None:
+    cfg = tiny_cfg("train.steps=150", "fit.points=all")
+    tracker, run_id, first = execute(cfg, JOB)
+    traj_before = tracker.load_table(run_id, "trajectory")
+    n_disp = len(metric_history(tracker, run_id, "displacement"))
+
+    _, same_id, later = execute(
+        tiny_cfg("train.steps=150", "fit.points=all", "stages=[fit]", "fit.start_step=60"), JOB
+    )
+    assert same_id == run_id  # found by its training hash
+    assert later["alpha"] != first["alpha"]
+    assert tracker.load_json(run_id, "fit")["t_start"] == 60
+    assert len(metric_history(tracker, run_id, "displacement")) == n_disp  # no retraining
+    assert tracker.load_table(run_id, "trajectory").equals(traj_before)
+    assert tracker.get_run(run_id).tags["override.fit.start_step"] == "60"
+
+    _, _, again = execute(tiny_cfg("fit.points=all", "stages=[fit]", f"run_id={run_id}"), JOB)
+    assert again["alpha"] == first["alpha"]
+    assert tracker.get_run(run_id).status == "FINISHED"
+
+
+def test_failed_refit_leaves_the_run_finished(tiny_cfg) -> None:
+    tracker, run_id, first = execute(tiny_cfg(), JOB)
+    with pytest.raises(UserError, match="usable points"):
+        execute(tiny_cfg("stages=[fit]", "fit.start_step=80", f"run_id={run_id}"), JOB)
+    r = tracker.get_run(run_id)
+    assert r.status == "FINISHED" and "usable points" in r.tags["rerun_failure"]
+    assert r.metrics["alpha"] == first["alpha"]
+
+
+def test_llc_rerun_with_other_settings(tiny_cfg) -> None:
+    tracker, run_id, first = execute(tiny_cfg(), JOB)
+    _, _, later = execute(tiny_cfg("stages=[llc,fit]", "llc.lr=1e-4", f"run_id={run_id}"), JOB)
+    assert later["lambda_final"] != first["lambda_final"]
+    assert later["alpha"] == first["alpha"]
+    assert tracker.get_run(run_id).tags["override.llc.lr"] == "0.0001"
+
+
+def test_online_llc_keeps_no_intermediate_checkpoints(tiny_cfg) -> None:
+    tracker, run_id, metrics = execute(tiny_cfg("llc.online=true", "train.keep_checkpoints=false"), JOB)
+    files = {f.path for f in tracker.client.list_artifacts(run_id, "checkpoints")}
+    assert files == {"checkpoints/step_00000000.pt", "checkpoints/step_00000090.pt"}
+    assert tracker.load_table(run_id, "llc")["step"].tolist() == [30, 60, 90]
+    assert math.isfinite(metrics["lambda_final"]) and math.isfinite(metrics["d_s"])
+
+
+def test_diverging_run_is_failed_with_reason_and_keeps_its_records(tiny_cfg) -> None:
+    cfg = tiny_cfg("lr=1e6")
+    with pytest.raises(Diverged):
+        execute(cfg, JOB)
+    from pipeline.tracking import Tracker
+
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    (r,) = tracker.find_runs({"sweep": "test-sweep"})
+    assert r.status == "FAILED"
+    assert "not finite at step 30" in r.tags["failure_reason"]
+    traj = tracker.load_table(r.run_id, "trajectory")
+    assert traj["step"].max() == 30  # what was recorded before the check is kept
+
+
+def test_diverging_sgld_chain_is_recorded_not_fatal(tiny_cfg) -> None:
+    tracker, run_id, metrics = execute(tiny_cfg("llc.lr=1e3"), JOB)
+    llc = tracker.load_table(run_id, "llc")
+    assert llc["status"].str.startswith("failed: NaN detected").all()
+    assert "lambda_final" not in metrics and "alpha" in metrics
+    tags = tracker.get_run(run_id).tags
+    assert tags["verdict.lemma_3_4"] == "n/a" and tags["llc.failed_estimates"] == "3"
+
+
+def test_bad_config_creates_no_run(tiny_cfg, capsys) -> None:
+    status = lifecycle.main(tiny_cfg("batch=100000"), JOB)
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: batch=100000 is larger") and "\n" not in err
+    from pipeline.tracking import Tracker
+
+    cfg = tiny_cfg()
+    assert Tracker(cfg.tracking.uri, cfg.tracking.experiment).find_runs({}) == []
