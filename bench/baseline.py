@@ -5,7 +5,7 @@
         --lr 1e-3 --batch 256 --epochs 100 --store sqlite:////abs/path/mlflow.db  # the MNIST-sized MLP
 
 Same data split and same model class and initialisation as the pipeline (`pipeline.data`,
-`pipeline.models`, seeded as `pipeline.build.model` seeds it), so the numbers compare. Then: a
+`pipeline.models`, seeded as `pipeline.config.build.model` seeds it), so the numbers compare. Then: a
 `torch.utils.data.DataLoader(TensorDataset, shuffle=True)`, a plain SGD loop that records
 R(t) = ||w_t - w_0|| at every LLC step and evaluates train/test loss and accuracy every
 `--eval-every` steps, devinterp's `estimate_learning_coeff_with_summary` every `--llc-every` steps
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(args)
-    torch.manual_seed(args.seed)  # fixes w_0 (as pipeline.build.model), then the data order and SGLD noise
+    torch.manual_seed(args.seed)  # fixes w_0 (as pipeline.config.build.model), then the data order and SGLD noise
     model = MLP(data.in_features, data.num_classes, args.hidden, batch_norm=args.batch_norm)
     w0 = [p.detach().clone() for p in model.parameters()]
 

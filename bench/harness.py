@@ -29,6 +29,8 @@ def detect_features(launcher: str) -> dict[str, bool]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import pipeline.config  # noqa: F401  (the config's schema, registered with Hydra)
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")
     return {
@@ -85,14 +87,14 @@ class Bench:
 
         tracker = open_existing(f"sqlite:///{folder / 'mlflow.db'}", EXPERIMENT)
         found = tracker.find_runs({})
-        done = [r for r in found if r.info.status == "FINISHED"]
+        done = [r for r in found if r.status == "FINISHED"]
         if len(done) != expected:
             raise RuntimeError(f"{folder}: {len(done)} finished runs of {len(found)}, expected {expected}")
         rows = []
         for r in done:
-            row = {"metrics": r.data.metrics, "tags": r.data.tags, "checkpoint": None}
-            if checkpoint and (paths := tracker.artifact_paths(r.info.run_id, "checkpoints")):
-                row["checkpoint"] = str(tracker.download_file(r.info.run_id, paths[-1], folder / "last"))
+            row = {"metrics": r.metrics, "tags": r.tags, "checkpoint": None}
+            if checkpoint and (paths := tracker.artifact_paths(r.run_id, "checkpoints")):
+                row["checkpoint"] = str(tracker.download_file(r.run_id, paths[-1], folder / "last"))
             rows.append(row)
         return rows
 

@@ -4,8 +4,8 @@
 
 Builds the case's data and model as the pipeline does (the real config, composed with Hydra), loads
 the checkpoint, and times, after one warm-up call of each, `--calls` rounds of: the llc stage's
-serial estimate (`pipeline.llc.estimate`), its batched pass with this one checkpoint
-(`pipeline.llc.estimate_many`) and the baseline's devinterp call (`bench.baseline.llc_estimate`, a
+serial estimate (`pipeline.slt.llc.estimate`), its batched pass with this one checkpoint
+(`pipeline.slt.llc.estimate_many`) and the baseline's devinterp call (`bench.baseline.llc_estimate`, a
 `DataLoader(TensorDataset, shuffle=True)` and devinterp's defaults). Prints one JSON line: the
 seconds of every call, per variant.
 """
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     warnings.filterwarnings("ignore")  # devinterp's per-call advice; the settings are fixed here
 
     from bench.baseline import llc_estimate
-    from pipeline import build, llc
+    from pipeline.config import build
+    from pipeline.slt import llc
+    from pipeline.tracking import names
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build.model(cfg, data)
     state = torch.load(args.checkpoint, map_location="cpu")
     model.load_state_dict(state)
-    step = int(args.checkpoint.stem.removeprefix("step_"))
+    step = names.checkpoint_step(args.checkpoint.name)
     task = build.task(cfg)
     loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=data.batch_size, shuffle=True)
     variants = {"ours_serial": lambda: llc.estimate(model, data, cfg.llc, step, "cpu", task.sgld_loss)}

@@ -119,7 +119,7 @@ def figures(mode: Mode, n_jobs: int, launcher: str) -> list[Figure]:
             "2c. one λ estimate alone, serial path (s)",
             "lower",
             f"median of {mode.llc_calls} calls after a warm-up, in one process on the job's last checkpoint: "
-            "pipeline.llc.estimate vs the baseline's estimate_learning_coeff_with_summary on a DataLoader",
+            "pipeline.slt.llc.estimate vs the baseline's estimate_learning_coeff_with_summary on a DataLoader",
             _median_of("llc_alone", "ours_serial"),
             _median_of("llc_alone", "baseline"),
         ),
@@ -127,7 +127,7 @@ def figures(mode: Mode, n_jobs: int, launcher: str) -> list[Figure]:
             "llc_alone_batched_s",
             "2d. one λ estimate alone, batched path with one checkpoint (s)",
             "lower",
-            "as 2c, ours pipeline.llc.estimate_many with one state",
+            "as 2c, ours pipeline.slt.llc.estimate_many with one state",
             _median_of("llc_alone", "ours_batched_one"),
             _median_of("llc_alone", "baseline"),
         ),

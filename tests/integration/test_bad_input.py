@@ -1,5 +1,5 @@
 """Bad input through the real CLI: one line `error: <what>: <fix>` on stderr, exit status 2, and
-nothing already recorded is lost (the README's "Bad input" table, one case per row).
+nothing already recorded is lost (docs/bad-input.md: one case per row of its table).
 
 Every case runs beside a store holding a finished run, and compares that store before and after:
 its runs, statuses, params, tags, every metric's history and every artifact file's bytes.
@@ -19,6 +19,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import Tracker
+from pipeline.tracking.queries import record
 from tests.helpers.cli import launch
 from tests.helpers.config import TINY
 from tests.helpers.stores import hold_lock
@@ -39,7 +41,7 @@ BEFORE_ANY_RUN = [
     ("llc-draws-zero", ["llc.num_draws=0"], "error: llc.num_draws=0 must be ≥ 1"),
     ("llc-lr-zero", ["llc.lr=0"], "error: llc.lr=0 must be > 0"),
     ("llc-every-too-long", ["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
-    ("llc-online-not-bool", ["llc.online=yes"], "error: llc.online=yes is not true or false"),
+    ("llc-online-not-bool", ["llc.online=maybe"], "error: llc.online=maybe is not true or false"),
     ("llc-method", ["llc.method=bad"], "error: llc.method=bad: choose batched or serial"),
     ("fit-points", ["fit.points=bad"], "error: fit.points=bad: choose llc or all"),
     (
@@ -152,7 +154,7 @@ def snapshot(store: str) -> dict:
     client = MlflowClient(store)
     experiments = [e.experiment_id for e in client.search_experiments()]
     state: dict = {"runs": {}}
-    for r in client.search_runs(experiments):
+    for r in map(record, client.search_runs(experiments)):
         run_id = r.run_id
         state["runs"][run_id] = {
             "status": r.status,
@@ -180,9 +182,7 @@ def recorded(tmp_path_factory) -> tuple[Path, str, str]:
     res = launch([*TINY, f"tracking.uri={store}", f"tracking.experiment={EXPERIMENT}"], cwd=folder)
     assert res.returncode == 0, res.stderr[-3000:]
     (folder / "stories.txt").write_text("Once upon a time.\n<|endoftext|>\n")
-    [run] = MlflowClient(store).search_runs(
-        [MlflowClient(store).get_experiment_by_name(EXPERIMENT).experiment_id]
-    )
+    [run] = Tracker(store, EXPERIMENT).find_runs({})
     assert run.status == "FINISHED"
     return folder, store, run.run_id
 

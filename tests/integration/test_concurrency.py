@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.concurrency import use_wal
 from pipeline.tracking.names import SUMMARY_METRICS
+from pipeline.tracking.queries import record
 from tests.helpers.config import ROOT, TINY
 from tests.helpers.servers import free_port, stop
 
@@ -89,7 +90,7 @@ def check_jobs(uri: str, results: list[subprocess.CompletedProcess], wall: float
         assert "database is locked" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id])
+    runs = [record(r) for r in client.search_runs([exp.experiment_id])]
     assert len(runs) == len(results)
     assert sorted(int(r.params["seed"]) for r in runs) == list(range(len(results)))
     expected_steps = written(TINY)

@@ -12,8 +12,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from pipeline import build, config, llc
+from pipeline.config import build, checks
 from pipeline.models import num_params
+from pipeline.slt import llc
 from tests.helpers.config import CONF, ROOT, compose_cfg
 from tests.helpers.data_files import write_cifar10, write_mnist, write_tinyimagenet, write_weights
 
@@ -88,7 +89,7 @@ def test_experiment_builds_trains_one_step_and_estimates_llc(name: str, data_roo
                 else ["model.pretrained=false"]
             )
         cfg = compose_cfg(overrides)
-        config.check(cfg)
+        checks.check(cfg)
         if i == 0:
             d = build.data(cfg)
         with open_dict(cfg):
@@ -102,7 +103,7 @@ def test_experiment_builds_trains_one_step_and_estimates_llc(name: str, data_roo
 def one_step_and_llc(cfg, model, d) -> None:
     model.train()
     schedule = build.schedule(cfg, model, d.steps_per_epoch)
-    opt = schedule.optimizer if schedule else build.optimizer(cfg, model)
+    opt = schedule.optimizer if schedule else build.optimizer(cfg, build.trainable(model))
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     xb, yb = next(d.epoch(torch.Generator().manual_seed(0)))
     loss = F.cross_entropy(model(xb), yb)

@@ -11,15 +11,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from pipeline import config, resume
-from pipeline.tracking import Tracker
+from pipeline.config import hashes
+from pipeline.jobs import relaunch
+from pipeline.tracking import RunRecord, Tracker
 from tests.helpers.cli import launch
 from tests.helpers.config import ROOT, TINY, compose_cfg
 
@@ -175,7 +175,7 @@ def test_sigterm_marks_killed_with_resume_state_then_resumes(tmp_path: Path, sto
 
 
 def point_hash(*overrides: str) -> str:
-    return config.config_hash(compose_cfg([*POINT, *overrides]))
+    return hashes.config_hash(compose_cfg([*POINT, *overrides]))
 
 
 @pytest.mark.slow  # 30-60 s each; the SIGKILL resumes stay in make test
@@ -183,7 +183,7 @@ def test_orphaned_running_run_is_resumed_and_a_live_one_skipped(tmp_path: Path, 
     tracker = Tracker(store, "e")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    tags = {**resume.owner_tags(), "owner.pid": str(gone.pid), "config_hash": point_hash()}
+    tags = {**relaunch.owner_tags(), "owner.pid": str(gone.pid), "config_hash": point_hash()}
     orphan = tracker.start_run("orphan", tags)  # RUNNING, its owner's pid gone
 
     res = launch(cli(store, "e"), cwd=tmp_path)
@@ -198,15 +198,15 @@ def test_orphaned_running_run_is_resumed_and_a_live_one_skipped(tmp_path: Path, 
         busy = tracker.start_run(
             "busy",
             {
-                **resume.owner_tags(),
+                **relaunch.owner_tags(),
                 "owner.pid": str(alive.pid),
-                "owner.started": resume.process_start(alive.pid),
+                "owner.started": relaunch.process_start(alive.pid),
                 "config_hash": point_hash("seed=5"),
             },
         )
         res = launch(cli(store, "e", "seed=5"), cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-3000:]
-        host = resume.owner_tags()["owner.host"]
+        host = relaunch.owner_tags()["owner.host"]
         assert f"skipped: point is being run as run {busy} by {host} pid {alive.pid}" in res.stdout
         assert [r.run_id for r in tracker.point_runs(point_hash("seed=5"))] == [busy]
         assert tracker.get_run(busy).status == "RUNNING"
@@ -267,12 +267,12 @@ def test_decide_rules_on_owners() -> None:
     """The alive test without processes: another host's heartbeat, and a run without owner tags."""
     now = time.time()
     other = {"owner.host": "elsewhere", "owner.pid": "1", "heartbeat": f"{now - 100:.0f}"}
-    assert resume.owner_alive(other, 0, stale_after_s=900, now=now)
-    assert not resume.owner_alive(other, 0, stale_after_s=60, now=now)
-    assert resume.owner_alive({}, int((now - 10) * 1000), stale_after_s=900, now=now)  # young, no tags
-    me = resume.owner_tags()
-    assert resume.owner_alive(me, 0, 900, now)
-    assert not resume.owner_alive({**me, "owner.started": "1"}, 0, 900, now)  # the pid was reused
+    assert relaunch.owner_alive(other, 0, stale_after_s=900, now=now)
+    assert not relaunch.owner_alive(other, 0, stale_after_s=60, now=now)
+    assert relaunch.owner_alive({}, int((now - 10) * 1000), stale_after_s=900, now=now)  # young, no tags
+    me = relaunch.owner_tags()
+    assert relaunch.owner_alive(me, 0, 900, now)
+    assert not relaunch.owner_alive({**me, "owner.started": "1"}, 0, 900, now)  # the pid was reused
     assert np.isfinite(float(me["heartbeat"]))
 
 
@@ -353,15 +353,12 @@ def test_a_requeued_slurm_job_takes_its_own_run_back(monkeypatch: pytest.MonkeyP
     with a fresh heartbeat, and only the same Slurm job (array job and task) may take it back."""
     now = time.time()
     tags = {"owner.host": "node7", "owner.pid": "1", "heartbeat": f"{now:.0f}", "owner.slurm_job": "42_3"}
-    run = SimpleNamespace(
-        info=SimpleNamespace(run_id="r1", status="RUNNING", start_time=int(now * 1000)),
-        data=SimpleNamespace(tags={**tags, "stage.train": "done"}),
-    )
+    run = RunRecord("r1", "r1", "RUNNING", "0", int(now * 1000), None, tags={**tags, "stage.train": "done"})
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "42")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    d = resume.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
+    d = relaunch.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
     assert (d.action, d.run, d.done) == ("claim", run, ["train"])
     assert d.note == "resuming run r1 (interrupted; requeued as the same Slurm job); done already: train"
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another task of the array waits for its owner
-    d = resume.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
+    d = relaunch.decide([run], ["train", "llc", "fit"], stale_after_s=900, now=now)
     assert d.action == "busy" and "Slurm job 42_3 (still alive)" in d.note
