@@ -68,7 +68,7 @@ class Calibrate:
     localization: Any = None
     nbeta_factor: Any = None
     num_draws: int | None = field(default=None, metadata=example("400"))
-    num_chains: int | None = field(default=None, metadata=example("4"))
+    num_chains: int | None = 4
 
 
 @dataclass
