@@ -83,9 +83,7 @@ def swept_params(runs: pd.DataFrame, params: list[str]) -> list[str]:
     (a param that varies exactly with another, like `llc.seed` with `seed`, is left out; one that
     some runs lack, like `optimizer.momentum` beside Adam, counts only when two runs differ in it)."""
     present = {p: runs[p].astype(object).where(runs[p].notna(), None) for p in params if p in runs}
-    varying = [
-        p for p, col in present.items() if not ignored(p) and col.dropna().map(str).nunique() > 1
-    ]
+    varying = [p for p, col in present.items() if not ignored(p) and col.dropna().map(str).nunique() > 1]
     order = sorted(varying, key=lambda p: (list(AXES).index(p) if p in AXES else len(AXES), len(p), p))
     kept, partitions = [], set()
     for p in order:

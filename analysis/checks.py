@@ -91,7 +91,8 @@ def correlation(x: pd.Series, y: pd.Series) -> dict[str, float]:
 
 
 def correlation_pairs(table: pd.DataFrame, swept: list[str]) -> list[tuple[str, str]]:
-    """The (x, y) pairs the issue asks for that this table has data for."""
+    """The (x, y) pairs the checks correlate (λ and d_s against performance and the swept values;
+    total displacement against the average learning rate, Fig. 2b) that this table has data for."""
     pairs = [(q, perf) for q in ("lambda_final", "d_s") for perf in ("gen_error", "test_acc")]
     for axis in ("lr", "batch", "momentum"):
         if axis in swept:

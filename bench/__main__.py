@@ -1,9 +1,9 @@
 """`python -m bench [--quick] [--repeats N] [--cases default,mnist_mlp] ...` (or `make bench ARGS=...`).
 
 Prints a Markdown table (figure, ours, baseline, ratio ours / baseline, whether higher or lower
-is better) and the issue's targets, and writes everything, per-round values and machine facts
+is better) and the speed targets, and writes everything, per-round values and machine facts
 included, to `<out>/<timestamp>.json`. `python -m bench --render <that file>` prints the Markdown
-again (for the README's measured table) without measuring anything.
+again (for the measured table of docs/benchmarks.md) without measuring anything.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def render(result: dict) -> str:
     for name, case in result["cases"].items():
         parts.append(report.table(name, case["description"], case["figures"]))
     if result["targets"]:
-        parts.append("### targets (issue 7)\n\n" + report.targets_table(result["targets"]))
+        parts.append("### targets\n\n" + report.targets_table(result["targets"]))
     return "\n\n".join(parts)
 
 

@@ -20,7 +20,7 @@ included) and prints one JSON line of results on stdout.
 What it does differently from the pipeline (on purpose: this is the reference, not a copy):
 - the data order and the SGLD noise come from torch's global generator (seeded once with `--seed`);
   the pipeline seeds a generator per run and per estimate, so single runs differ, their
-  distribution over seeds does not (`tests/test_bench_agreement.py`);
+  distribution over seeds does not (`tests/integration/test_bench_agreement.py`);
 - devinterp iterates the training DataLoader itself (collating sample by sample, deep-copying the
   model per chain); the pipeline slices minibatches from memory and, by default, estimates all
   checkpoints in one batched pass after training;
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(args)
-    torch.manual_seed(args.seed)  # fixes w_0 (as pipeline.config.build.model), then the data order and SGLD noise
+    torch.manual_seed(
+        args.seed
+    )  # fixes w_0 (as pipeline.config.build.model), then the data order and SGLD noise
     model = MLP(data.in_features, data.num_classes, args.hidden, batch_norm=args.batch_norm)
     w0 = [p.detach().clone() for p in model.parameters()]
 

@@ -22,11 +22,11 @@ class Mode:
 
 
 MODES = {
-    # The cases as stated; 62 min for 2 rounds on 2 quiet cores, ~1.5 h for 3 (README "Benchmarks").
+    # The cases as stated; 62 min for 2 rounds on 2 quiet cores, ~1.5 h for 3 (docs/benchmarks.md).
     "full": Mode("full", repeats=3, sweep_seeds=8, big_seeds=50),
     # 20 min on 2 loaded cores: fewer steps, seeds and repeats; λ still with Table 3's settings.
     "quick": Mode("quick", repeats=1, sweep_seeds=4, big_seeds=8, steps=300, llc_calls=3),
-    # Seconds per run, for the harness's own test: tests/conftest.py TINY's sizes.
+    # Seconds per run, for the harness's own test: tests/helpers/config.py TINY's sizes.
     "tiny": Mode(
         "tiny", repeats=1, sweep_seeds=2, big_seeds=3, steps=90, llc_every=30, draws=20, last=2, llc_calls=2
     ),
@@ -53,28 +53,27 @@ class Case:
 
     def ours(self, mode: Mode) -> list[str]:
         """launch.py overrides of this case in `mode`."""
-        if mode.steps is None:
-            return list(self.overrides)
-        return [
-            *self.overrides,
-            f"train.steps={mode.steps}",
-            f"llc.every={mode.llc_every}",
-            f"llc.num_draws={mode.draws}",
-            f"llc.last={mode.last}",
-        ]
+        sizes = {"train.steps": mode.steps, "llc.every": mode.llc_every, "llc.num_draws": mode.draws}
+        return self._sized(
+            self.overrides, mode, [f"{k}={v}" for k, v in sizes.items()] + [f"llc.last={mode.last}"]
+        )
 
     def theirs(self, mode: Mode) -> list[str]:
         """baseline.py flags of this case in `mode` (evaluation every LLC step, as the pipeline's default)."""
-        if mode.steps is None:
-            return list(self.baseline)
-        return [
-            *self.baseline,
-            f"--steps={mode.steps}",
-            f"--llc-every={mode.llc_every}",
-            f"--eval-every={mode.llc_every}",
-            f"--draws={mode.draws}",
-            f"--last={mode.last}",
-        ]
+        sizes = {
+            "steps": mode.steps,
+            "llc-every": mode.llc_every,
+            "eval-every": mode.llc_every,
+            "draws": mode.draws,
+        }
+        return self._sized(
+            self.baseline, mode, [f"--{k}={v}" for k, v in sizes.items()] + [f"--last={mode.last}"]
+        )
+
+    @staticmethod
+    def _sized(base: list[str], mode: Mode, sizes: list[str]) -> list[str]:
+        """`base` with the mode's sizes, or as it is in a mode that runs each case as stated."""
+        return list(base) if mode.steps is None else [*base, *sizes]
 
 
 MNIST_EPOCHS = 25  # of the paper's 100: 500 steps, 5 λ estimates; keeps the 50-seed job to minutes

@@ -1,5 +1,5 @@
 """From the measured rounds to figures (median, min, max over rounds, ratio ours / baseline), the
-Markdown table, the issue's targets, and the machine facts the JSON file carries."""
+Markdown table, the targets, and the machine facts the JSON file carries."""
 
 from __future__ import annotations
 
@@ -118,8 +118,9 @@ def figures(mode: Mode, n_jobs: int, launcher: str) -> list[Figure]:
             "llc_alone_serial_s",
             "2c. one λ estimate alone, serial path (s)",
             "lower",
-            f"median of {mode.llc_calls} calls after a warm-up, in one process on the job's last checkpoint: "
-            "pipeline.slt.llc.estimate vs the baseline's estimate_learning_coeff_with_summary on a DataLoader",
+            f"median of {mode.llc_calls} calls after a warm-up, in one process on the job's last "
+            "checkpoint: pipeline.slt.llc.estimate vs the baseline's estimate_learning_coeff_with_summary "
+            "on a DataLoader",
             _median_of("llc_alone", "ours_serial"),
             _median_of("llc_alone", "baseline"),
         ),
@@ -252,7 +253,7 @@ def table(case_name: str, description: str, figs: dict) -> str:
 
 
 def targets(cases: dict, mode: Mode) -> list[dict]:
-    """The issue's targets, with what this invocation reached (medians)."""
+    """The speed targets, with what this invocation reached (medians)."""
     out = []
 
     def med(case: str, key: str, side: str) -> float | None:

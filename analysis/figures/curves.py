@@ -13,13 +13,13 @@ from analysis.aggregate import RunSeries
 from analysis.checks import correlation
 from analysis.figures.style import (
     MAX_CURVE_PANELS,
-    with_config,
-    optimizer_facets,
     hue_axis,
     label,
     legend_outside,
-    palette,
+    optimizer_facets,
     run_label,
+    run_lines,
+    with_config,
 )
 from analysis.tables import Missing, require
 
@@ -37,19 +37,7 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
         d = with_config(traj[traj["step"] > 0], sub, [hue] if hue else [])
         if d.empty:
             raise Missing("no trajectory.parquet in the finished runs")
-        sns.lineplot(
-            d,
-            x="step",
-            y="displacement",
-            hue=hue,
-            units="run_id",
-            estimator=None,
-            lw=0.9,
-            alpha=0.8,
-            palette=palette(sub, hue),
-            ax=ax,
-            legend="full",
-        )
+        run_lines(ax, d, "displacement", hue, sub, legend="full")
         t = np.geomspace(d["step"].min(), d["step"].max(), 50)
         r_end = d.groupby("run_id")["displacement"].last().median()
         ax.plot(t, r_end * np.sqrt(t / t[-1]), "k--", lw=1.2, label=r"Brownian $\propto t^{1/2}$")
@@ -67,7 +55,8 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
 
 
 def layer_displacement(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:
-    """000 Fig. 12: R(t) of each parameter tensor, for one run per optimizer (the median-d_s run)."""
+    """The first version's Fig. 12: R(t) of each parameter tensor, for one run per optimizer (the
+    median-d_s run)."""
     traj = series.trajectory
     layer_cols = [c for c in traj.columns if c.startswith("displacement/")]
     if not layer_cols:
@@ -102,7 +91,7 @@ def layer_displacement(table: pd.DataFrame, series: RunSeries, swept: list[str])
 
 
 def llc_over_training(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:
-    """000 Fig. 8: λ(t) through training, one line per run."""
+    """The first version's Fig. 8: λ(t) through training, one line per run."""
     llc = series.llc
     require(llc, "llc", "step")
     llc = llc[llc["status"] == "ok"] if "status" in llc else llc
@@ -113,19 +102,7 @@ def llc_over_training(table: pd.DataFrame, series: RunSeries, swept: list[str]) 
         d = with_config(llc, sub, [hue] if hue else [])
         if d.empty:
             raise Missing("no llc.parquet in the finished runs")
-        sns.lineplot(
-            d,
-            x="step",
-            y="llc",
-            hue=hue,
-            units="run_id",
-            estimator=None,
-            lw=0.9,
-            alpha=0.8,
-            palette=palette(sub, hue),
-            ax=ax,
-            legend="full" if hue else False,
-        )
+        run_lines(ax, d, "llc", hue, sub, legend="full" if hue else False)
         ax.axhline(0, color="0.5", lw=0.8)
         # A single wild estimate (a chain far from equilibrium) would squash every other line.
         lo, hi = d["llc"].quantile([0.01, 0.99])

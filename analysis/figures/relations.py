@@ -23,40 +23,38 @@ from analysis.figures.style import (
 from analysis.tables import Missing, require
 
 
+def panels(table: pd.DataFrame, ys: list[str], xs: list[str], height: float):
+    """A figure of len(ys) x len(xs) panels, and per panel: its axes, x, y, the runs that have
+    both, and whether the legend goes there (the top right panel)."""
+    fig, axes = plt.subplots(len(ys), len(xs), figsize=(4.6 * len(xs) + 1.5, height * len(ys)), squeeze=False)
+    cells = [
+        (axes[i][j], x, y, table.dropna(subset=[x, y]), i == 0 and j == len(xs) - 1)
+        for i, y in enumerate(ys)
+        for j, x in enumerate(xs)
+    ]
+    return fig, cells
+
+
 def _scatter_panels(
     table: pd.DataFrame, swept: list[str], xs: list[str], ys: list[str], title: str
 ) -> Figure:
     hue = hue_axis(table, swept)
-    fig, axes = plt.subplots(len(ys), len(xs), figsize=(4.6 * len(xs) + 1.5, 3.8 * len(ys)), squeeze=False)
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            ax = axes[i][j]
-            d = table.dropna(subset=[x, y])
-            sns.scatterplot(
-                d,
-                x=x,
-                y=y,
-                hue=hue,
-                palette=palette(d, hue),
-                ax=ax,
-                alpha=0.85,
-                legend=(i == 0 and j == len(xs) - 1),
-            )
-            ax.set(xlabel=label(x), ylabel=label(y))
-            ax.set_title(
-                correlation_title(d, x, y, "optimizer" if "optimizer" in swept else None), fontsize=8
-            )
-            if x in LOG_AXES and (d[x] > 0).all():
-                log_ticks(ax, d[x])
-            if i == 0 and j == len(xs) - 1 and hue:
-                legend_outside(ax, label(hue))
+    fig, cells = panels(table, ys, xs, 3.8)
+    for ax, x, y, d, legend in cells:
+        sns.scatterplot(d, x=x, y=y, hue=hue, palette=palette(d, hue), ax=ax, alpha=0.85, legend=legend)
+        ax.set(xlabel=label(x), ylabel=label(y))
+        ax.set_title(correlation_title(d, x, y, "optimizer" if "optimizer" in swept else None), fontsize=8)
+        if x in LOG_AXES and (d[x] > 0).all():
+            log_ticks(ax, d[x])
+        if legend and hue:
+            legend_outside(ax, label(hue))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def generalization(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:
-    """000 Fig. 5: λ_final and d_s against the generalization error."""
+    """The first version's Fig. 5: λ_final and d_s against the generalization error."""
     require(table, "gen_error", "lambda_final", "d_s")
     return _scatter_panels(
         table, swept, ["gen_error"], ["lambda_final", "d_s"], "λ and d_s vs generalization error"
@@ -97,32 +95,29 @@ def hyperparameter_correlations(table: pd.DataFrame, series: RunSeries, swept: l
     require(table, "lambda_final", "d_s")
     hue = "optimizer" if "optimizer" in swept else None
     hue_order = sorted(table[hue].unique()) if hue else None
-    fig, axes = plt.subplots(2, len(axes_), figsize=(4.6 * len(axes_) + 1.5, 7.4), squeeze=False)
-    for i, q in enumerate(("lambda_final", "d_s")):
-        for j, a in enumerate(axes_):
-            ax = axes[i][j]
-            d = table.dropna(subset=[a, q])
-            sns.lineplot(
-                d,
-                x=a,
-                y=q,
-                hue=hue,
-                palette=palette(table, hue),
-                hue_order=hue_order,
-                marker="o",
-                errorbar="sd",
-                ax=ax,
-                legend=(i == 0 and j == len(axes_) - 1),
-            )
-            ax.scatter(d[a], d[q], s=10, color="0.3", alpha=0.5, zorder=3, label="runs")
-            if a in LOG_AXES:
-                log_ticks(ax, d[a])
-            groups = [(k, g) for k, g in d.groupby(hue)] if hue else [("all", d)]
-            text = ", ".join(f"{k}: ρ = {correlation(g[a], g[q])['spearman_rho']:.2f}" for k, g in groups)
-            ax.set_title(f"Spearman {text}", fontsize=8)
-            ax.set(xlabel=label(a), ylabel=label(q))
-            if i == 0 and j == len(axes_) - 1 and hue:
-                legend_outside(ax, label(hue))
+    fig, cells = panels(table, ["lambda_final", "d_s"], axes_, 3.7)
+    for ax, a, q, d, legend in cells:
+        sns.lineplot(
+            d,
+            x=a,
+            y=q,
+            hue=hue,
+            palette=palette(table, hue),
+            hue_order=hue_order,
+            marker="o",
+            errorbar="sd",
+            ax=ax,
+            legend=legend,
+        )
+        ax.scatter(d[a], d[q], s=10, color="0.3", alpha=0.5, zorder=3, label="runs")
+        if a in LOG_AXES:
+            log_ticks(ax, d[a])
+        groups = [(k, g) for k, g in d.groupby(hue)] if hue else [("all", d)]
+        text = ", ".join(f"{k}: ρ = {correlation(g[a], g[q])['spearman_rho']:.2f}" for k, g in groups)
+        ax.set_title(f"Spearman {text}", fontsize=8)
+        ax.set(xlabel=label(a), ylabel=label(q))
+        if legend and hue:
+            legend_outside(ax, label(hue))
     fig.suptitle("λ and d_s against the swept hyperparameters (line: mean ± sd over runs)")
     fig.tight_layout()
     return fig

@@ -9,7 +9,6 @@ import seaborn as sns
 
 from analysis.checks import correlation
 
-
 LABELS = {
     "lambda_final": r"$\lambda_{\mathrm{final}}$",
     "lambda_bar": r"$\bar\lambda$ (time average)",
@@ -89,6 +88,23 @@ def palette(table: pd.DataFrame, hue: str | None) -> dict | None:
     levels = sorted(table[hue].dropna().unique())
     colors = sns.color_palette("colorblind" if hue == "optimizer" else "viridis", len(levels))
     return dict(zip(levels, colors))
+
+
+def run_lines(ax, d: pd.DataFrame, y: str, hue: str | None, sub: pd.DataFrame, legend) -> None:
+    """One line per run of `d` (step against `y`), coloured by `hue` with the sweep's colours."""
+    sns.lineplot(
+        d,
+        x="step",
+        y=y,
+        hue=hue,
+        units="run_id",
+        estimator=None,
+        lw=0.9,
+        alpha=0.8,
+        palette=palette(sub, hue),
+        ax=ax,
+        legend=legend,
+    )
 
 
 def optimizer_facets(table: pd.DataFrame, swept: list[str]) -> list[tuple[str, pd.DataFrame]]:

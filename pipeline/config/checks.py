@@ -86,8 +86,9 @@ def check(cfg: DictConfig) -> None:
     r = cfg.get("resume")
     if r is not None and not (float(r.every_s) >= 0 and float(r.stale_after_s) > 120):
         raise UserError(
-            f"resume.every_s={shown(r.every_s)} must be ≥ 0 and resume.stale_after_s={shown(r.stale_after_s)} "
-            "> 120 (two heartbeats), e.g. resume.every_s=120 resume.stale_after_s=900"
+            f"resume.every_s={shown(r.every_s)} must be ≥ 0 and "
+            f"resume.stale_after_s={shown(r.stale_after_s)} > 120 (two heartbeats), "
+            "e.g. resume.every_s=120 resume.stale_after_s=900"
         )
     if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
         raise UserError(f"llc.method={cfg.llc.method}: choose batched or serial")

@@ -210,7 +210,10 @@ def compose_problem(conf: Path, groups: list[str], values: list[Override]) -> tu
     except (ConfigCompositionException, MissingConfigException) as e:  # Hydra would fail the same
         if isinstance(e.__cause__, ValidationError):  # a group option's value the schema refuses
             first = str(e.__cause__).splitlines()[0]
-            return f"{first} (at {e.__cause__.full_key}, composing {' '.join(groups) or 'the defaults'})", None
+            return (
+                f"{first} (at {e.__cause__.full_key}, composing {' '.join(groups) or 'the defaults'})",
+                None,
+            )
         message = " ".join(str(e).split())
         if "No match in the defaults list" in message:
             line = next((g for g in groups if f"'{g.split('=')[0]}'" in message), None)

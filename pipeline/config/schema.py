@@ -177,7 +177,11 @@ def runtime_overrides() -> list[str]:
     keys = []
     for key in names.RUNTIME_KEYS:
         block = hints[key]
-        keys += [f"{key}.{f.name}" for f in dataclasses.fields(block)] if dataclasses.is_dataclass(block) else [key]
+        keys += (
+            [f"{key}.{f.name}" for f in dataclasses.fields(block)]
+            if dataclasses.is_dataclass(block)
+            else [key]
+        )
     return keys
 
 
@@ -185,7 +189,9 @@ def register() -> None:
     """Put the schema in Hydra's ConfigStore as `schema` (the first entry of the defaults list), and
     the resolver `${runtime_keys:extra,...}`: the runtime keys' overrides and the extra keys."""
     ConfigStore.instance().store(name="schema", node=open_node(Job))
-    OmegaConf.register_new_resolver("runtime_keys", lambda *extra: [*runtime_overrides(), *extra], replace=True)
+    OmegaConf.register_new_resolver(
+        "runtime_keys", lambda *extra: [*runtime_overrides(), *extra], replace=True
+    )
 
 
 register()

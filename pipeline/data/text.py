@@ -174,28 +174,26 @@ def write_tiny_checkpoint(
     bpe.train_from_iterator(text.split(SEPARATOR), trainer)
     tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=SEPARATOR, bos_token=SEPARATOR)
     eos = tokenizer.eos_token_id
-    sizes = {"vocab_size": len(tokenizer), "hidden_size": hidden_size, "bos_token_id": eos}
+    sizes = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "max_position_embeddings": context,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+    }
     if arch == "gpt_neo":
+        # TinyStories' GPT-Neo alternates global and local attention layers.
+        attention = [[["global", "local"], num_layers // 2]] + [[["global"], num_layers % 2]]
         config = tf.GPTNeoConfig(
             **sizes,
-            eos_token_id=eos,
             num_layers=num_layers,
             num_heads=num_heads,
-            max_position_embeddings=context,
-            # TinyStories' GPT-Neo alternates global and local attention layers.
-            attention_types=[[["global", "local"], num_layers // 2]] + [[["global"], num_layers % 2]],
+            attention_types=attention,
             window_size=context,
-            intermediate_size=4 * hidden_size,
         )
     elif arch == "llama":
-        config = tf.LlamaConfig(
-            **sizes,
-            eos_token_id=eos,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            max_position_embeddings=context,
-            intermediate_size=4 * hidden_size,
-        )
+        config = tf.LlamaConfig(**sizes, num_hidden_layers=num_layers, num_attention_heads=num_heads)
     else:
         raise UserError(f"tiny model arch={arch!r}: choose gpt_neo or llama")
     torch.manual_seed(seed)

@@ -32,11 +32,11 @@ from pipeline.training.loop import Diverged
 from pipeline.training.state import UnreadableState
 
 
-
 def stage(name: str):
     """Stage `name`'s `run(ctx, members)`, imported when used: the posterior and calibrate stages
     pull in scikit-learn's metrics and matplotlib (about a second the default job does not need)."""
     return importlib.import_module(f"pipeline.stages.{name}").run
+
 
 __all__ = ["JobInfo", "Outcome", "execute", "main"]
 
@@ -87,7 +87,10 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
                     tracker.log_text(m.run_id, OmegaConf.to_yaml(m.cfg, resolve=True), names.CONFIG)
                 if batched:
                     seeds = [x.seed for x in members]
-                    tracker.set_tags(m.run_id, {names.BATCHED_SEEDS: f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"})
+                    tracker.set_tags(
+                        m.run_id,
+                        {names.BATCHED_SEEDS: f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"},
+                    )
             for name in cfg.stages:
                 todo = [m for m in work if name not in m.done and m.failed is None]
                 if not todo:
@@ -166,7 +169,9 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
         if not job.multirun:
             raise
         if (why := interruption(e)) is not None:  # submitit gave up on a timed-out job
-            print(f"interrupted ({why}): the run is marked KILLED; launch again to resume it", file=sys.stderr)
+            print(
+                f"interrupted ({why}): the run is marked KILLED; launch again to resume it", file=sys.stderr
+            )
         else:
             print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -121,5 +121,7 @@ def _open_point(cfg: DictConfig, tracker: Tracker, job: JobInfo, tags: dict, see
         older = tracker.newest_duplicate(run_id, point)
         if older is not None:
             tracker.delete_run(run_id)
-            return Member(seed, cfg, older, "busy", note=f"skipped: another job created run {older} for this point")
+            return Member(
+                seed, cfg, older, "busy", note=f"skipped: another job created run {older} for this point"
+            )
     return Member(seed, cfg, run_id, note=d.note)

@@ -114,9 +114,7 @@ def decide(runs: list[RunRecord], stages, stale_after_s: float, now: float | Non
                     note=f"skipped: point is being run as run {r.run_id} by {who} (still alive)",
                 )
     for r in live:
-        if r.status in ("RUNNING", "KILLED") or (
-            r.status == "FINISHED" and _done(r, stages) != stages
-        ):
+        if r.status in ("RUNNING", "KILLED") or (r.status == "FINISHED" and _done(r, stages) != stages):
             done = _done(r, stages)
             was = {"RUNNING": "left RUNNING by a process that is gone", "KILLED": "interrupted"}
             why = was.get(r.status, "finished without all requested stages")

@@ -59,10 +59,13 @@ def run(tracker: Tracker, run_id: str) -> str:
         ),
         "  stage times: "
         + ", ".join(
-            f"{s} {metrics[names.stage_seconds(s)]:.1f} s" for s in checks.STAGES if names.stage_seconds(s) in metrics
+            f"{s} {metrics[names.stage_seconds(s)]:.1f} s"
+            for s in checks.STAGES
+            if names.stage_seconds(s) in metrics
         )
         + (
-            f"; tracking {metrics[names.TRACKING_SECONDS]:.1f} s ({metrics[names.TRACKING_SHARE]:.1%} of the job)"
+            f"; tracking {metrics[names.TRACKING_SECONDS]:.1f} s "
+            f"({metrics[names.TRACKING_SHARE]:.1%} of the job)"
             if names.TRACKING_SHARE in metrics
             else ""
         ),

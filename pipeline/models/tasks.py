@@ -86,7 +86,9 @@ class Task:
         total = torch.zeros(members, device=y.device)
         correct = torch.zeros(members, device=y.device)
         for i in range(0, len(y), self.eval_batch):
-            loss_sum, correct_sum = self.member_sums(outputs(x[i : i + self.eval_batch]), y[i : i + self.eval_batch])
+            loss_sum, correct_sum = self.member_sums(
+                outputs(x[i : i + self.eval_batch]), y[i : i + self.eval_batch]
+            )
             total += loss_sum
             correct += correct_sum
         return total / len(y), correct / len(y)

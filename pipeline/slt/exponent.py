@@ -45,13 +45,17 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     return float(slope), se, float(intercept), float(r2)
 
 
+# A window's end: a step, or None for no limit on that side.
+End = float | None
+
+
+def _bounds(t_start: End, t_end: End, t_c: float) -> tuple[float, float]:
+    """The window [lo, hi]: from the later of `t_start` and the crossover to `t_end`."""
+    return max(t_start if t_start is not None else -np.inf, t_c), (t_end if t_end is not None else np.inf)
+
+
 def fit_exponent(
-    t: np.ndarray,
-    r: np.ndarray,
-    t_start: float | None = None,
-    t_end: float | None = None,
-    t_c: float = 0.0,
-    shift: bool = False,
+    t: np.ndarray, r: np.ndarray, t_start: End = None, t_end: End = None, t_c: float = 0, shift: bool = False
 ) -> ExponentFit:
     """Fit log R = α log t + c on the points with max(t_start, t_c) ≤ t ≤ t_end.
 
@@ -60,8 +64,7 @@ def fit_exponent(
     error in a detected t_c biases it (R(t_c) is subtracted), so it is off by default.
     """
     tt, rr = window_points(t, r, t_start, t_end, t_c, shift)
-    lo = max(t_start if t_start is not None else -np.inf, t_c)
-    hi = t_end if t_end is not None else np.inf
+    lo, hi = _bounds(t_start, t_end, t_c)
     offset = t_c if shift else 0.0
     if len(tt) < 3:
         raise ValueError(
@@ -83,18 +86,12 @@ def fit_exponent(
 
 
 def window_points(
-    t: np.ndarray,
-    r: np.ndarray,
-    t_start: float | None = None,
-    t_end: float | None = None,
-    t_c: float = 0.0,
-    shift: bool = False,
+    t: np.ndarray, r: np.ndarray, t_start: End = None, t_end: End = None, t_c: float = 0, shift: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (t, R) points `fit_exponent` regresses on, with the same window and shift rules."""
     t = np.asarray(t, dtype=float)
     r = np.asarray(r, dtype=float)
-    lo = max(t_start if t_start is not None else -np.inf, t_c)
-    hi = t_end if t_end is not None else np.inf
+    lo, hi = _bounds(t_start, t_end, t_c)
     keep = (t >= lo) & (t <= hi) & np.isfinite(r)
     tt, rr = t[keep], r[keep]
     if shift and t_c > 0:

@@ -117,7 +117,11 @@ def estimate(
                 loader,
                 evaluate=evaluate,
                 sampling_method=SGMCMC.sgld,
-                optimizer_kwargs={"lr": chains.lr, "localization": chains.localization, "nbeta": chains.nbeta},
+                optimizer_kwargs={
+                    "lr": chains.lr,
+                    "localization": chains.localization,
+                    "nbeta": chains.nbeta,
+                },
                 num_draws=chains.draws,
                 num_chains=chains.chains,
                 num_burnin_steps=chains.burnin,

@@ -24,7 +24,9 @@ def from_mapping(cls: type, values: Mapping | None):
     for f in dataclasses.fields(cls):
         if f.name in values:
             value = values[f.name]
-            picked[f.name] = from_mapping(hints[f.name], value) if dataclasses.is_dataclass(hints[f.name]) else value
+            picked[f.name] = (
+                from_mapping(hints[f.name], value) if dataclasses.is_dataclass(hints[f.name]) else value
+            )
     return cls(**picked)
 
 

@@ -2,7 +2,7 @@
 
 Corollary 3.2: p(w|X) ∝ ρ(w)·p_s(w)^(m·D_ξ), with SGD's steady state p_s and the effective
 diffusion coefficient D_ξ = ξ^(2 − 2λ/d_s) (eq. 13). The paper does not say how it applied this to
-clusters; this module's operationalization, documented in the README:
+clusters; this module's operationalization, documented in docs/experiments/posterior.md:
 
 - p_s(C) is the share of the converged SGD solutions in cluster C (SGD's empirical distribution);
 - D_ξ(C) = ξ^(2 − d_walk(C)), d_walk(C) = 2·λ_C / d_s,C with λ_C the mean λ of C's SGD runs and

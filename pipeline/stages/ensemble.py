@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Mapping
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,13 @@ FIT_COLUMNS = ("alpha", "alpha_se", "r2", "d_s", "d_walk")
 
 
 def member_llc(
-    stacked: Stacked, seeds: list[int], data: Data, settings: Settings | Mapping, step: int, device: str, progress=None
+    stacked: Stacked,
+    seeds: list[int],
+    data: Data,
+    settings: Settings | Mapping,
+    step: int,
+    device: str,
+    progress=None,
 ) -> pd.DataFrame:
     """λ of every member at `step`, one devinterp estimate each, with the member's seed (rows without
     the traces)."""

@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections import defaultdict
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +201,9 @@ def _estimate(ctx, todo, work, partials, data, model, task, method: str) -> None
             part = [work[k] for k in group]
             states = [inputs.load_checkpoint(todo[i][0].run_id, f, device) for i, _, f in part]
             steps = [s for _, s, _ in part]
-            found = llc.estimate_many(model, states, data, settings, steps, device, task, [seeds[i] for i, _, _ in part])
+            found = llc.estimate_many(
+                model, states, data, settings, steps, device, task, [seeds[i] for i, _, _ in part]
+            )
             rows = defaultdict(list)
             for (i, s, _), row in zip(part, found):
                 rows[i].append({"step": s, **row})
@@ -210,5 +212,7 @@ def _estimate(ctx, todo, work, partials, data, model, task, method: str) -> None
     else:
         for i, s, f in bar(cfg.progress, iterable=work, desc="llc"):
             model.load_state_dict(inputs.load_checkpoint(todo[i][0].run_id, f, device))
-            row = llc.estimate(model, data, dataclasses.replace(settings, seed=seeds[i]), s, device, task.sgld_loss)
+            row = llc.estimate(
+                model, data, dataclasses.replace(settings, seed=seeds[i]), s, device, task.sgld_loss
+            )
             partials[i].add([{"step": s, **row}])

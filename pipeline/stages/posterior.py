@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from sklearn.metrics import silhouette_score
 
 from pipeline.config import build
@@ -163,7 +163,9 @@ def run(ctx: Context, run_members: list[Member]) -> dict:
         every=int(s.num_steps_bw_samples),
     )
     task = build.task(trained)
-    out = posterior.sample(ens.select(seeds_idx), data, represent, task, chains, int(cfg.seed), device, cfg.progress)
+    out = posterior.sample(
+        ens.select(seeds_idx), data, represent, task, chains, int(cfg.seed), device, cfg.progress
+    )
     t_sgld = time.perf_counter() - t0
     chains, n_samples, _ = out["representation"].shape
     rep_bayes = out["representation"].reshape(chains * n_samples, -1)

@@ -213,7 +213,9 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
                 tracker.log_summary(m.run_id, {"avg_lr": float(cfg.lr)})  # one optimizer, a constant rate
                 tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
                 if diverged is not None:
-                    reason = f"Diverged: training loss is not finite at step {step} (train loss {loss}): lower lr"
+                    reason = (
+                        f"Diverged: training loss is not finite at step {step} (train loss {loss}): lower lr"
+                    )
                     ctx.fail(m, reason)
                     continue
                 tracker.log_summary(m.run_id, summarize_evals(evals, int(cfg.llc.last)))

@@ -3,11 +3,11 @@ file that is unreadable (corrupted, cut short, overwritten). Mixed into `Tracker
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import json
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 

@@ -4,11 +4,11 @@ stay inside this package (callers get `RunRecord`s and DataFrames)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 

@@ -41,7 +41,9 @@ class Trained:
     steps: int
 
 
-def evaluate(stacked: Stacked, task: Task, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(
+    stacked: Stacked, task: Task, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every member's mean loss and accuracy on (x, y), in eval mode; two (members,) tensors."""
     was_training = stacked.training
     stacked.eval()
@@ -96,8 +98,12 @@ def train(
             if snapshot is not None and step in kept:
                 snapshot(step, stacked)
             pbar.update(1)
-    traj = _trajectory(schedule, sq.cpu().double().numpy(), batch_loss.cpu().double().numpy(), stacked.names, seeds)
-    return Trained(stacked=stacked, trajectory=traj, evals=pd.concat(evals, ignore_index=True), steps=plan.steps)
+    traj = _trajectory(
+        schedule, sq.cpu().double().numpy(), batch_loss.cpu().double().numpy(), stacked.names, seeds
+    )
+    return Trained(
+        stacked=stacked, trajectory=traj, evals=pd.concat(evals, ignore_index=True), steps=plan.steps
+    )
 
 
 def _eval_frame(stacked, task, seeds, step, x_train, y_train, x_test, y_test) -> pd.DataFrame:

@@ -3,20 +3,15 @@ runs, headless Chromium (Debian's `chromium`) renders the JS app, and the page s
 their `d_s` and `lambda_final` values.
 
 Slow (the server's start and two page renders take 30-90 s on a loaded 2-core machine): run with
-`pytest -m slow tests/test_browser.py`; `.ci/run` runs it after the fast suite.
+`pytest -m slow tests/integration/test_browser.py`; `.ci/run` runs it after the fast suite.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,7 +19,6 @@ import pytest
 
 from pipeline.jobs.opening import JobInfo
 from tests.helpers.jobs import execute
-from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +31,6 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--window-size=1920,1080",  # a narrow window virtualizes away the table's columns
 ]
-
-
 
 
 def page_text(url: str, profile: Path, budget_ms: int = 30000) -> str:
@@ -71,53 +63,14 @@ def shown(value: float) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, tiny_cfg):
+def server(tiny_cfg, tracking_server):
     """Two tiny real runs in a fresh store, served by `mlflow server` on a free local port."""
     runs = []
     for lr in (0.05, 0.2):
         tracker, run_id, metrics = execute(tiny_cfg(f"lr={lr}"), JobInfo("browser", f"lr={lr}"))
         runs.append((tracker.get_run(run_id).name, run_id, metrics))
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    uri = tracker.uri
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            uri,
-            "--default-artifact-root",
-            (tmp_path / "mlartifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not come up on {base} (exit {proc.poll()})")
-                time.sleep(1)
-        yield base, tracker.experiment_id, runs
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the id we started
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    base, _ = tracking_server(tracker.uri)
+    return base, tracker.experiment_id, runs
 
 
 def test_mlflow_ui_shows_the_runs_and_their_numbers(server, tmp_path: Path) -> None:

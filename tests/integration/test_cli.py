@@ -19,17 +19,8 @@ KNOWN = {
 
 
 def test_multirun_end_to_end_then_refit_alone(tmp_path: Path, store: str) -> None:
-    res = launch(
-        [
-            "-m",
-            "optimizer=sgd,adam",
-            "lr=0.01,0.05",
-            *TINY,
-            f"tracking.uri={store}",
-            "tracking.experiment=e2e",
-        ],
-        cwd=tmp_path,
-    )
+    sweep = ["-m", "optimizer=sgd,adam", "lr=0.01,0.05"]
+    res = launch([*sweep, *TINY, f"tracking.uri={store}", "tracking.experiment=e2e"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     tracker = Tracker(store, "e2e")
     runs = tracker.find_runs({})

@@ -4,7 +4,7 @@ finishes, none prints "database is locked", and the store holds exactly the metr
 wrote, per run and key, counted against what the job's config says it writes.
 
 Slow (each backend takes 1-2 minutes on a loaded 2-core machine): `pytest -m slow
-tests/test_concurrency.py -s` prints "points written vs found" per backend. The PostgreSQL test
+tests/integration/test_concurrency.py -s` prints "points written vs found" per backend. The PostgreSQL test
 needs the server binaries (`apt-get install -y postgresql`); without them it skips, unless
 AB_REQUIRE_POSTGRES=1 (`.ci/run` sets it), where it fails.
 """
@@ -124,15 +124,9 @@ def test_parallel_jobs_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
     check_jobs(uri, results, wall, "SQLite file")
 
 
-
-
-
-
-
-
 def test_parallel_jobs_on_a_tracking_server_with_sqlite(tmp_path: Path, tracking_server) -> None:
     db = tmp_path / "server.db"
-    assert use_wal(db) == "wal"  # what README's set-up does before starting the server
+    assert use_wal(db) == "wal"  # what docs/tracking.md's set-up does before starting the server
     url, _ = tracking_server(f"sqlite:///{db}")
     results, wall = run_jobs(url, tmp_path)
     check_jobs(url, results, wall, "mlflow server, SQLite backend")

@@ -144,7 +144,8 @@ def test_harness_tiny_mode_end_to_end(tmp_path: Path):
 
 
 def test_render_prints_a_saved_result_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    """`python -m bench --render <json>`: the tables of a saved result, for the README, nothing measured."""
+    """`python -m bench --render <json>`: a saved result's tables (for docs/benchmarks.md), nothing
+    measured."""
     from bench.__main__ import main
 
     mode = MODES["full"]

@@ -27,7 +27,9 @@ def typed_defaults(cls: type = schema.Job, prefix: str = "") -> dict[str, object
         if dataclasses.is_dataclass(kind):
             out |= typed_defaults(kind, f"{prefix}{f.name}.")
         elif schema._leaf(kind)[0] is not None:
-            out[f"{prefix}{f.name}"] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f"{prefix}{f.name}"] = (
+                f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            )
     return out
 
 
@@ -59,7 +61,9 @@ def test_run_names_leave_out_every_runtime_key() -> None:
     assert {"tracking.uri", "tracking.max_wait_s", "resume.stale_after_s", "seeds"} <= set(keys)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         hydra_cfg = compose(config_name="config", return_hydra_config=True)
-        ablation = compose(config_name="config", overrides=["+experiment=ablation_digits"], return_hydra_config=True)
+        ablation = compose(
+            config_name="config", overrides=["+experiment=ablation_digits"], return_hydra_config=True
+        )
     assert list(hydra_cfg.hydra.job.config.override_dirname.exclude_keys) == keys
     assert list(ablation.hydra.job.config.override_dirname.exclude_keys) == [*keys, "experiment"]
 
@@ -67,7 +71,11 @@ def test_run_names_leave_out_every_runtime_key() -> None:
 def conf_targets() -> set[str]:
     found = set()
     for path in (ROOT / "conf").rglob("*.yaml"):
-        found |= {line.split("_target_:")[1].split("#")[0].strip() for line in path.read_text().splitlines() if "_target_:" in line}
+        found |= {
+            line.split("_target_:")[1].split("#")[0].strip()
+            for line in path.read_text().splitlines()
+            if "_target_:" in line
+        }
     return found
 
 
@@ -81,7 +89,11 @@ def test_old_module_names_are_their_new_homes(old: str) -> None:
     module = importlib.import_module(old)
     for home in RENAMED[old]:
         new = importlib.import_module(home)
-        public = [n for n in dir(new) if not n.startswith("_") and getattr(getattr(new, n), "__module__", None) == home]
+        public = [
+            n
+            for n in dir(new)
+            if not n.startswith("_") and getattr(getattr(new, n), "__module__", None) == home
+        ]
         assert public, home
         assert all(getattr(module, n) is getattr(new, n) for n in public)
     with pytest.raises(AttributeError, match="no attribute"):

@@ -71,9 +71,7 @@ def test_a_diverging_batch_fails_every_seed_with_the_train_stage_reason(tiny_cfg
     tracker, members = outcome.tracker, outcome.members
     assert all(m.failed and "not finite at step" in m.failed for m in members)
     for r in tracker.find_runs({}):
-        assert r.status == "FAILED" and r.tags["failure_reason"].startswith(
-            "Diverged: training loss"
-        )
+        assert r.status == "FAILED" and r.tags["failure_reason"].startswith("Diverged: training loss")
         assert tracker.load_table(r.run_id, "trajectory") is not None  # what was recorded stays
 
 

@@ -84,8 +84,6 @@ def test_image_models_refuse_flat_data() -> None:
         ConvNet((64,), 10)
 
 
-
-
 def test_torchvision_net_loads_local_weights_and_freezes_the_backbone(tmp_path: Path) -> None:
     state = write_weights(tmp_path / "r18.pth")
     m = TorchvisionNet("resnet18", 7, weights=str(tmp_path / "r18.pth"), input_size=64)

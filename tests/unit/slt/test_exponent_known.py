@@ -1,7 +1,7 @@
 """Known answers for the displacement-exponent fitter: walks whose α is known exactly.
 
 R(t) is computed as the pipeline does, ‖X(t) − X(0)‖₂ over every coordinate, here of N
-independent copies of a walk (see tests/known_processes.py), sampled at log-spaced t as the train
+independent copies of a walk (see tests/helpers/known_processes.py), sampled at log-spaced t as the train
 stage records long runs, and fitted by `fit_exponent` (OLS of log R on log t). Tolerances on α,
 from three seeds each while writing these tests (worst error in brackets):
 - Brownian motion, fBm: ±0.02 (0.008); exact Gaussian processes, the only error is sampling.

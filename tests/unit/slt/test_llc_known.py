@@ -12,7 +12,7 @@ parameter instead, λ̂ is biased down by nβ·(L_n(w_0) − min L_n) ≈ d/(2 l
 
 Tolerance: |λ̂ − λ| ≤ 3.5 × the spread of λ̂ over chains (devinterp's own sampler accuracy tests
 use the chains' spread; 3.5 std is the band the lead measured to hold for these estimators), and
-for the regular and reduced-rank cases also ≤ 10 % of λ (measured 1-10 %, see science.md).
+for the regular and reduced-rank cases also ≤ 10 % of λ (measured 1-10 %).
 
 References: Watanabe (2009), Algebraic Geometry and Statistical Learning Theory, ch. 2 and 7
 (normal crossing: K = Π w_i^(2k_i) has λ = min_i (1 + h_i)/(2k_i) over coordinates with k_i > 0,

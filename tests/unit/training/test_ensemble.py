@@ -22,6 +22,7 @@ def train_ensemble(cfg, data, seeds):
     optimizer = build.optimizer(cfg, stacked.trainable())
     return ensemble.train(stacked, optimizer, build.task(cfg), data, seeds, plan, "cpu")
 
+
 MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", "llc.every=20"]
 
 
@@ -39,8 +40,17 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_no
     data = build.data(cfg)
     trained = train_ensemble(cfg, data, seeds=[3, 5, 11])
 
-    tracker, run_id, _ = execute(tiny_cfg(*MOONS, f"optimizer={optimizer}", lr, "seed=5",
-        "optimizer.weight_decay=0.01", f"model.batch_norm={batch_norm}", "stages=[train]"))
+    tracker, run_id, _ = execute(
+        tiny_cfg(
+            *MOONS,
+            f"optimizer={optimizer}",
+            lr,
+            "seed=5",
+            "optimizer.weight_decay=0.01",
+            f"model.batch_norm={batch_norm}",
+            "stages=[train]",
+        )
+    )
     twin_traj = tracker.load_table(run_id, "trajectory")
     ckpt = tracker.download_dir(run_id, "checkpoints/step_00000040.pt", None)
     twin_w = torch.load(ckpt)
