@@ -15,7 +15,7 @@ from pipeline.data import Data
 from pipeline.tracking import Tracker
 
 
-@dataclass
+@dataclass(eq=False)  # one run: compared by identity
 class Member:
     """One run of the job: its seed and config (what a one-by-one job with that seed has), how the
     job came to it (`action`: new, claim, rerun, skip, busy), the requested stages it had done, the

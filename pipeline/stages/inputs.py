@@ -37,8 +37,7 @@ def trained_config(tracker: Tracker, run_id: str) -> DictConfig:
 def checkpoints(tracker: Tracker, run_id: str, dst: Path) -> list[tuple[int, Path]]:
     """The run's checkpoints downloaded into `dst`, as (step, file), by step."""
     folder = tracker.download_dir(run_id, names.CHECKPOINTS, dst)
-    files = [(names.checkpoint_step(f.name), f) for f in folder.iterdir()] if folder else []
-    return sorted((step, f) for step, f in files if step is not None)
+    return [(names.checkpoint_step(f.name), f) for f in names.checkpoint_files(folder)] if folder else []
 
 
 def kept_checkpoints(tracker: Tracker, run_id: str) -> dict[int, str]:

@@ -66,7 +66,7 @@ class Saver:
         return time.monotonic() - self.last >= self.every_s
 
     def upload_checkpoints(self) -> None:
-        new = sorted(f for f in self.ckpt_dir.glob("step_*.pt") if f.name not in self.uploaded)
+        new = [f for f in names.checkpoint_files(self.ckpt_dir) if f.name not in self.uploaded]
         if not new:
             return
         if self.uploaded:
@@ -121,7 +121,7 @@ def train_one(ctx: Context, member: Member) -> dict:
     with tempfile.TemporaryDirectory(prefix="ab-ckpt-") as tmp:
         ckpt_dir = Path(tmp) / names.CHECKPOINTS
         ckpt_dir.mkdir()
-        saver = Saver(tracker, run_id, ckpt_dir, float(cfg.resume.every_s) if "resume" in cfg else 120.0)
+        saver = Saver(tracker, run_id, ckpt_dir, float(cfg.resume.every_s))
         if saved is not None:
             loop.load_state_dict(saved)
             saver.uploaded = set(saved["checkpoints"])
@@ -205,7 +205,7 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
                 if diverged is not None:  # what the train stage keeps of a diverging run, and its reason
                     step, loss = diverged
                     traj, evals = traj[traj["step"] <= step], evals[evals["step"] < step]
-                    for f in folder.glob("step_*.pt"):
+                    for f in names.checkpoint_files(folder):
                         if names.checkpoint_step(f.name) >= step:
                             f.unlink()
                 tracker.log_summary(m.run_id, sizes)

@@ -6,6 +6,8 @@ Changing a value here changes what stored runs are read as: add names, never ren
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # -- artifacts (tables are `<name>.parquet`, JSON `<name>.json`) -----------------------------------
 CONFIG = "config.yaml"  # the resolved config the run was trained with
 ERROR = "error.txt"  # the traceback of a job that failed for a reason other than bad input
@@ -36,6 +38,12 @@ ANALYSIS = "analysis"  # folder of a sweep's analysis, in its analysis run
 def checkpoint_name(step: int) -> str:
     """The file name of the checkpoint at training step `step` (w_0 is step 0)."""
     return f"step_{int(step):08d}.pt"
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The checkpoint files in a local folder, by step."""
+    found = [(step, f) for f in folder.iterdir() if (step := checkpoint_step(f.name)) is not None]
+    return [f for _, f in sorted(found)]
 
 
 def checkpoint_step(name: str) -> int | None:
