@@ -1,8 +1,10 @@
 """Interruptions from outside (SIGTERM, Ctrl-C, Slurm's USR2) as exceptions a job records as KILLED.
 
 `INTERRUPTS` (one per process) turns SIGTERM and SIGINT into exceptions and wraps submitit's USR2
-handler (preemption, time-out); while `deferring` (inside a training step, while a stage writes its
-records) a signal waits in `pending` until `fire()`, so a resume state saved then is consistent.
+handler (preemption, time-out); while `deferring` (inside a `deferred()` block: a training step; or
+after `hold()`: a stage writing its records, until the job has marked the stage done) a signal waits
+in `pending` until `fire()`, so a resume state saved then is consistent and a run never holds half
+of a stage's records.
 Plain Python: the training loop, the stages and the job lifecycle all use it.
 """
 
@@ -42,8 +44,13 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.pending: tuple[int, object] | None = None
-        self.deferring = False
+        self._depth = 0  # open `deferred()` blocks
+        self._held = False  # `hold()` called, not yet `fire()`d
         self._original: dict[int, object] = {}
+
+    @property
+    def deferring(self) -> bool:
+        return self._depth > 0 or self._held
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interrupts]:
@@ -66,16 +73,21 @@ class Interrupts:
             for sig, handler in self._original.items():
                 signal.signal(sig, handler)
             self._original.clear()
-            self.deferring, self.pending = False, None
+            self._depth, self._held, self.pending = 0, False, None
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[Interrupts]:
         """Signals arriving inside wait in `pending` for `fire()` (the loop calls it between steps)."""
-        self.deferring = True
+        self._depth += 1
         try:
             yield self
         finally:
-            self.deferring = False
+            self._depth -= 1
+
+    def hold(self) -> None:
+        """From now until the next `fire()`, signals wait: a stage that starts writing its records
+        holds them until the job has marked the stage done, so a run never holds half of them."""
+        self._held = True
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.deferring:
@@ -84,11 +96,12 @@ class Interrupts:
         self._act(signum, frame)
 
     def fire(self) -> None:
-        """Act on a deferred signal: raise its exception (or run submitit's handler, which exits)."""
+        """End a `hold()`, and act on a deferred signal: raise its exception (or run submitit's
+        handler, which exits)."""
+        self._held = False
         if self.pending is not None:
             signum, frame = self.pending
             self.pending = None
-            self.deferring = False
             self._act(signum, frame)
 
     def _act(self, signum: int, frame) -> None:

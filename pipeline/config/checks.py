@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.members import check_elementwise
 from pipeline.errors import UserError
 from pipeline.training import phases
 
@@ -20,11 +21,6 @@ FIRST_STAGES = {"train": ("train", "llc", "fit", "calibrate"), "ensemble": ("ens
 def first_stage(stages) -> str:
     """The stage whose run the given stages work on: train, or ensemble for the posterior family."""
     return "ensemble" if any(s in FIRST_STAGES["ensemble"] for s in stages) else "train"
-
-
-def shown(value: object) -> str:
-    """A value as a user would type it back (an integer-valued float without its '.0')."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def check(cfg: DictConfig) -> None:
@@ -46,7 +42,7 @@ def check(cfg: DictConfig) -> None:
     if family[0] == "ensemble":
         check_posterior(cfg, stages)
     if not float(cfg.lr) > 0:
-        raise UserError(f"lr={shown(cfg.lr)} must be > 0, e.g. lr=1e-2")
+        raise UserError(f"lr={cfg.lr} must be > 0, e.g. lr=1e-2")
     if int(cfg.batch) < 1:
         raise UserError(f"batch={cfg.batch} must be a positive integer, e.g. batch=64")
     if int(cfg.llc.every) < 1:  # before train.eval_every, which defaults to it
@@ -63,9 +59,9 @@ def check(cfg: DictConfig) -> None:
     llc = cfg.llc
     for key in ("lr", "localization"):
         if not float(llc[key]) >= 0 or (key == "lr" and float(llc.lr) == 0):
-            raise UserError(f"llc.{key}={shown(llc[key])} must be {'> 0' if key == 'lr' else '≥ 0'}")
+            raise UserError(f"llc.{key}={llc[key]} must be {'> 0' if key == 'lr' else '≥ 0'}")
     if llc.nbeta is not None and not float(llc.nbeta) > 0:
-        raise UserError(f"llc.nbeta={shown(llc.nbeta)} must be > 0, or null for batch/log(batch)")
+        raise UserError(f"llc.nbeta={llc.nbeta} must be > 0, or null for batch/log(batch)")
     for key in ("num_chains", "num_draws", "num_steps_bw_draws", "last"):
         if int(llc[key]) < 1:
             raise UserError(f"llc.{key}={llc[key]} must be ≥ 1")
@@ -83,11 +79,11 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"fit.bootstrap.block={boot.block} must be ≥ 1, or null for round(n^(1/3))")
     if cfg.fit.points not in ("llc", "all"):
         raise UserError(f"fit.points={cfg.fit.points}: choose llc or all")
-    r = cfg.get("resume")
-    if r is not None and not (float(r.every_s) >= 0 and float(r.stale_after_s) > 120):
+    r = cfg.resume
+    if not (float(r.every_s) >= 0 and float(r.stale_after_s) > 120):
         raise UserError(
-            f"resume.every_s={shown(r.every_s)} must be ≥ 0 and "
-            f"resume.stale_after_s={shown(r.stale_after_s)} > 120 (two heartbeats), "
+            f"resume.every_s={r.every_s} must be ≥ 0 and "
+            f"resume.stale_after_s={r.stale_after_s} > 120 (two heartbeats), "
             "e.g. resume.every_s=120 resume.stale_after_s=900"
         )
     if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
@@ -139,6 +135,7 @@ def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
         )
     if cfg.train.get("phases"):
         raise UserError("the ensemble trains with one optimizer: train.phases needs stages=[train,...]")
+    check_elementwise(cfg)
     if cfg.ensemble.get("llc", "serial") not in ("serial", "batched"):
         raise UserError(f"ensemble.llc={cfg.ensemble.llc}: choose serial or batched")
     if not cfg.ensemble.get("seeds") and int(cfg.ensemble.members) < 1:

@@ -167,7 +167,7 @@ def type_problem(o: Override, cfg: DictConfig, examples: Mapping[str, str]) -> s
         if schema.refuses(leaf, value):
             null = " or null" if leaf._is_optional() else ""
             example = examples.get(key) or _default_text(OmegaConf.select(cfg, key, throw_on_missing=False))
-            kind = schema.KINDS[type(leaf)]
+            kind = leaf.kind
             return f"{key}={_typed_text(o, value)} is not {kind}{null}: e.g. {key}={example}"
     return None
 

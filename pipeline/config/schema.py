@@ -1,13 +1,14 @@
 """The types of the config's values, as dataclass schemas in Hydra's ConfigStore (values stay in YAML).
 
 `conf/config.yaml` starts its defaults list with `schema`, so Hydra checks every value below when it
-composes the config (`lr=abc` is refused, `batch=64` stays an int). A block is typed leaf by leaf but
-stays open: experiments add keys (`train.phases`, `fit.phase`, `ensemble`) and the schema adds none
-of its own, so a config holds exactly what the YAML says and the config hash of a stored run is
-what it was. The command-line pre-check (`pipeline.config.overrides`) reads the same schema to say
-in one line what Hydra would refuse. The llc and fit blocks are the estimator's and the fit's own
-settings (`pipeline.slt.settings`) plus what the stages add. `${runtime_keys:}` (Hydra's
-`override_dirname.exclude_keys`) lists the runtime keys' overrides, so run names leave them out.
+composes the config (`lr=abc` is refused; a value keeps the type it was given, `Leaf`). A block is
+typed leaf by leaf but stays open: experiments add keys (`train.phases`, `fit.phase`, `ensemble`)
+and the schema adds none of its own, so a config holds exactly what the YAML says and the config
+hash of a stored run is what it was. The command-line pre-check (`pipeline.config.overrides`) reads
+the same schema to say in one line what Hydra would refuse. The llc and fit blocks are the
+estimator's and the fit's own settings (`pipeline.slt.settings`) plus what the stages add.
+`${runtime_keys:}` (Hydra's `override_dirname.exclude_keys`) lists the runtime keys' overrides, so
+run names leave them out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode, ValueNode
+from omegaconf.base import Metadata
+from omegaconf.errors import ValidationError
+from omegaconf.nodes import ValueNode
 
 from pipeline.slt.settings import Settings, Window
 from pipeline.tracking import names
@@ -75,8 +78,8 @@ class Calibrate:
 class Tracking:
     """Where runs go."""
 
-    uri: str | None = None
-    experiment: str = "almost-bayesian"
+    uri: Any = None  # checked, with the store, by `pipeline.tracking.store`
+    experiment: Any = "almost-bayesian"
     max_wait_s: float = 300.0
 
 
@@ -96,10 +99,10 @@ class Job:
     lr: float = field(default=0.1, metadata=example("1e-2"))
     batch: int = 64
     seed: int = 0
-    seeds: Any = None  # null, a number or a list: checked by `checks.seeds_of`
+    seeds: Any = None  # null, a number or a list: checked by `members.seeds_of`
     stages: Any = None  # a list: checked by `checks.check`
-    run_id: str | None = None
-    sweep: str | None = None
+    run_id: Any = None  # a run id or a sweep name typed as digits stays what it was typed as
+    sweep: Any = None
     device: str = "cpu"
     threads: int | None = field(default=None, metadata=example("1"))
     progress: bool | None = field(default=None, metadata=example("false"))
@@ -111,8 +114,72 @@ class Job:
     resume: Resume = field(default_factory=Resume)
 
 
-_NODES: dict[type, type[ValueNode]] = {int: IntegerNode, float: FloatNode, bool: BooleanNode, str: StringNode}
-KINDS = {IntegerNode: "an integer", FloatNode: "a number", BooleanNode: "true or false", StringNode: "a name"}
+class Leaf(ValueNode):
+    """A typed leaf that keeps a value as it is given: `lr=1` stays the integer 1 and `1e4` for an
+    integer key stays 10000.0, so the params and config hash a run records are what they always
+    were; OmegaConf's own nodes would convert them (and take `yes` for true)."""
+
+    kind = ""  # as a message names the type
+    python: type = object  # the type OmegaConf is told the value has
+
+    def __init__(
+        self, value: Any = MISSING, key: Any = None, parent=None, is_optional: bool = True, flags=None
+    ) -> None:
+        metadata = Metadata(
+            key=key, optional=is_optional, ref_type=self.python, object_type=self.python, flags=flags
+        )
+        super().__init__(parent=parent, value=value, metadata=metadata)
+
+    @staticmethod
+    def accepts(value: object) -> bool:
+        raise NotImplementedError
+
+    def _validate_and_convert_impl(self, value: Any) -> Any:
+        if not self.accepts(value):
+            raise ValidationError(f"Value '$VALUE' of type '$VALUE_TYPE' is not {self.kind}")
+        return value
+
+    def __deepcopy__(self, memo: dict) -> Leaf:
+        copied = type(self)()
+        self._deepcopy_impl(copied, memo)
+        return copied
+
+
+class Integer(Leaf):
+    kind, python = "an integer", int
+
+    @staticmethod
+    def accepts(value: object) -> bool:  # True is an int to Python, not to a user; 1e4 is one
+        return not isinstance(value, bool) and (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        )
+
+
+class Number(Leaf):
+    kind, python = "a number", float
+
+    @staticmethod
+    def accepts(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Boolean(Leaf):
+    kind, python = "true or false", bool
+
+    @staticmethod
+    def accepts(value: object) -> bool:
+        return isinstance(value, bool)
+
+
+class Name(Leaf):
+    kind, python = "a name", str
+
+    @staticmethod
+    def accepts(value: object) -> bool:
+        return isinstance(value, str)
+
+
+_NODES: dict[type, type[Leaf]] = {int: Integer, float: Number, bool: Boolean, str: Name}
 
 
 def _leaf(annotation: object) -> tuple[type | None, bool]:
@@ -151,17 +218,17 @@ def examples(schema: type = Job, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def typed_leaf(cfg: DictConfig, key: str) -> ValueNode | None:
+def typed_leaf(cfg: DictConfig, key: str) -> Leaf | None:
     """The typed leaf at dotted `key` of a composed config, or None (an untyped or absent key)."""
     node: object = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:
             return None
         node = node._get_node(part)
-    return node if type(node) in KINDS else None
+    return node if isinstance(node, Leaf) else None
 
 
-def refuses(leaf: ValueNode, value: object) -> bool:
+def refuses(leaf: Leaf, value: object) -> bool:
     """Whether Hydra would refuse `value` for `leaf` when it composes (interpolations pass)."""
     trial = type(leaf)(MISSING, is_optional=leaf._is_optional())
     try:

@@ -31,14 +31,13 @@ from pipeline.tracking import Tracker, names
 from pipeline.training.loop import Diverged
 from pipeline.training.state import UnreadableState
 
+__all__ = ["JobInfo", "Outcome", "execute", "main"]
+
 
 def stage(name: str):
     """Stage `name`'s `run(ctx, members)`, imported when used: the posterior and calibrate stages
     pull in scikit-learn's metrics and matplotlib (about a second the default job does not need)."""
     return importlib.import_module(f"pipeline.stages.{name}").run
-
-
-__all__ = ["JobInfo", "Outcome", "execute", "main"]
 
 
 @dataclass

@@ -108,7 +108,7 @@ def posterior(tracker: Tracker, run_id: str) -> str:
     table = tracker.load_table(run_id, names.CLUSTERS)
     tags = tracker.get_run(run_id).tags
     nan = float("nan")
-    criterion = tags.get("posterior.converged_criterion", "n/a")
+    criterion = tags.get(names.POSTERIOR_CRITERION, "n/a")
     lines = [
         f"run {run_id}: {int(m.get('ensemble_members', 0))} SGD members, "
         f"{int(m.get('members_converged', 0))} converged ({criterion})",

@@ -2,8 +2,9 @@
 
 devinterp's calibration guidance: an estimate is usable when its loss trace is flat (the chain has
 equilibrated), λ̂ is positive and no chain diverges; try step sizes, localizations and nβ until that
-holds. This stage runs the llc stage's batched estimator (the sampler core, `llc.estimate_many`, its
-other settings from `cfg.llc`) on every combination of `calibrate.lr`, `calibrate.localization` and
+holds. This stage runs the llc stage's own estimator (for classifiers the sampler core,
+`llc.estimate_many`; `llc.method=serial` and language models: devinterp's, `llc.estimate`), its
+other settings from `cfg.llc`, on every combination of `calibrate.lr`, `calibrate.localization` and
 `calibrate.nbeta_factor` (nβ = factor × `llc.nbeta`, or × batch/log batch when that is null).
 
 Reads from the run: `config.yaml` and one checkpoint (`calibrate.step`, default the last kept).
@@ -40,6 +41,7 @@ from pipeline.slt import llc
 from pipeline.slt.settings import Settings
 from pipeline.stages import inputs
 from pipeline.stages.context import Context, Member
+from pipeline.stages.llc import method_for
 from pipeline.tracking import names
 
 
@@ -130,6 +132,10 @@ def run(ctx: Context, members: list[Member]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = tracker.download_file(run_id, kept[step], Path(tmp))
         state = inputs.load_checkpoint(run_id, path, cfg.device)
+    # The llc stage's estimator: stacked for classifiers, devinterp's own for models it does not stack.
+    batched = method_for(cfg.llc, task) == "batched"
+    if not batched:
+        model.load_state_dict(state)
     grid = settings(cfg, llc.nbeta(None, data.batch_size))
     c = cfg.calibrate
     base = Settings.of(cfg.llc)
@@ -141,7 +147,10 @@ def run(ctx: Context, members: list[Member]) -> dict:
     rows, traces = [], []
     for k, s in enumerate(bar(cfg.progress, iterable=grid, desc="calibrate")):
         at = dataclasses.replace(base, lr=s["lr"], localization=s["localization"], nbeta=s["nbeta"])
-        (out,) = llc.estimate_many(model, [state], data, at, [step], cfg.device, task)
+        if batched:
+            (out,) = llc.estimate_many(model, [state], data, at, [step], cfg.device, task)
+        else:
+            out = llc.estimate(model, data, at, step, cfg.device, task.sgld_loss)
         trace = out.pop("trace")
         out.pop("nbeta")  # the grid's own value, already in `s`
         rows.append({"setting": k, "step": step, **s, **out})

@@ -117,7 +117,8 @@ def run(ctx: Context, members: list[Member]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / Path(names.ENSEMBLE_WEIGHTS).parent
         folder.mkdir()
-        weights = {"seeds": seeds, "params": stacked.params, "buffers": stacked.extra, "step": trained.steps}
+        params = {n: p.detach() for n, p in stacked.params.items()}
+        weights = {"seeds": seeds, "params": params, "buffers": stacked.extra, "step": trained.steps}
         torch.save(weights, folder / Path(names.ENSEMBLE_WEIGHTS).name)
         tracker.log_dir(run_id, folder, str(Path(names.ENSEMBLE_WEIGHTS).parent))
     summary = {

@@ -46,14 +46,14 @@ SUMMARY = (
 def run(ctx: Context, members: list[Member]) -> None:
     """The fit on every member's run; in a batched job a member whose window holds too few points
     fails alone, the others go on."""
-    with INTERRUPTS.deferred():  # quick: the members' records, all or none
-        for m in members:
-            try:
-                fit_run(m.cfg, ctx.tracker, m.run_id)
-            except UserError as e:
-                if not ctx.batched:
-                    raise
-                ctx.fail(m, f"UserError: {e}")
+    INTERRUPTS.hold()  # quick: the members' records, all or none, before the job acts on a signal
+    for m in members:
+        try:
+            fit_run(m.cfg, ctx.tracker, m.run_id)
+        except UserError as e:
+            if not ctx.batched:
+                raise
+            ctx.fail(m, f"UserError: {e}")
 
 
 def restrict_to_phase(

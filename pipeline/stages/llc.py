@@ -44,7 +44,7 @@ from pipeline.tracking import Tracker, names
 def method_for(llc_cfg: DictConfig, task: Task) -> str:
     """How the llc stage runs its estimates: `llc.method` (batched or serial), serial for tasks
     whose models are not stacked (language models: HuggingFace modules are not vmapped here)."""
-    method = str(llc_cfg.get("method", "serial"))
+    method = str(llc_cfg.get("method", "batched"))
     if method not in ("batched", "serial"):
         raise UserError(f"llc.method={method}: choose batched or serial")
     return method if isinstance(task, Classification) else "serial"
@@ -183,10 +183,10 @@ def run(ctx: Context, members: list[Member]) -> None:
                 for partial in partials:
                     partial.save()
             raise
-    with INTERRUPTS.deferred():  # the job acts on a signal after marking the stage done
-        for (m, _), partial in zip(todo, partials):
-            record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg)
-            partial.clear()
+    INTERRUPTS.hold()  # the job acts on a signal after marking the stage done
+    for (m, _), partial in zip(todo, partials):
+        record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg)
+        partial.clear()
 
 
 def _estimate(ctx, todo, work, partials, data, model, task, method: str) -> None:

@@ -153,7 +153,7 @@ def run(ctx: Context, run_members: list[Member]) -> dict:
     s = pc.sgld
     nbeta = float(s.nbeta) if s.nbeta is not None else float(data.n_train)
     t0 = time.perf_counter()
-    chains = Chains(
+    sgld = Chains(
         lr=float(s.lr),
         localization=float(s.localization),
         nbeta=nbeta,
@@ -164,7 +164,7 @@ def run(ctx: Context, run_members: list[Member]) -> dict:
     )
     task = build.task(trained)
     out = posterior.sample(
-        ens.select(seeds_idx), data, represent, task, chains, int(cfg.seed), device, cfg.progress
+        ens.select(seeds_idx), data, represent, task, sgld, int(cfg.seed), device, cfg.progress
     )
     t_sgld = time.perf_counter() - t0
     chains, n_samples, _ = out["representation"].shape
@@ -232,12 +232,12 @@ def run(ctx: Context, run_members: list[Member]) -> dict:
     tracker.set_tags(
         run_id,
         {
-            "posterior.converged_criterion": criterion,
-            "posterior.chain_seeds": ",".join(str(members["seed"].iloc[i]) for i in seeds_idx),
-            "posterior.sgld_nbeta": f"{nbeta:.6g}" + (" (n_train)" if s.nbeta is None else " (set)"),
-            "posterior.representation": str(pc.representation._target_),
-            "posterior.clustering": f"{pc.clustering._target_} (fit on {pc.cluster_on})",
-            "posterior.sgld_nonfinite_samples": int((~finite).sum()),
+            names.POSTERIOR_CRITERION: criterion,
+            names.POSTERIOR_CHAIN_SEEDS: ",".join(str(members["seed"].iloc[i]) for i in seeds_idx),
+            names.POSTERIOR_NBETA: f"{nbeta:.6g}" + (" (n_train)" if s.nbeta is None else " (set)"),
+            names.POSTERIOR_REPRESENTATION: str(pc.representation._target_),
+            names.POSTERIOR_CLUSTERING: f"{pc.clustering._target_} (fit on {pc.cluster_on})",
+            names.POSTERIOR_NONFINITE: int((~finite).sum()),
         },
     )
     return summary

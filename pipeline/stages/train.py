@@ -137,7 +137,7 @@ def train_one(ctx: Context, member: Member) -> dict:
             else None,
         )
         # Signals wait for the end of the step (the state saved then is consistent) and, once the
-        # loop is over, for the end of the stage (the job acts on them after marking it done).
+        # loop is over, until the job has marked the stage done.
         with INTERRUPTS.deferred():
             try:
                 loop.run(hooks, cfg.progress)
@@ -146,6 +146,7 @@ def train_one(ctx: Context, member: Member) -> dict:
                     _record_loop(tracker, run_id, cfg, loop, sizes)
                     saver.upload_checkpoints()
                 raise
+            INTERRUPTS.hold()  # from here the stage's records are written: a signal waits for them all
             _record_loop(tracker, run_id, cfg, loop, sizes)
             saver.upload_checkpoints()
             summary = summarize_evals(pd.DataFrame(loop.evals), int(cfg.llc.last))
@@ -194,31 +195,28 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
         trained = ensemble.train(
             stacked, optimizer, build.task(cfg), data, seeds, plan, cfg.device, cfg.progress, snapshot
         )
-        # From here the members' records are written: a signal waits until all are.
-        with INTERRUPTS.deferred():
-            base = stacked.member
-            sizes = {"num_params": num_params(base), "num_weights": num_weights(base), "total_steps": steps}
-            for i, (m, folder) in enumerate(zip(members, folders)):
-                traj = trained.trajectory[trained.trajectory["member"] == i].drop(columns=["member", "seed"])
-                evals = trained.evals[trained.evals["member"] == i].drop(columns=["member", "seed"])
-                diverged = _divergence(traj, evals)
-                if diverged is not None:  # what the train stage keeps of a diverging run, and its reason
-                    step, loss = diverged
-                    traj, evals = traj[traj["step"] <= step], evals[evals["step"] < step]
-                    for f in names.checkpoint_files(folder):
-                        if names.checkpoint_step(f.name) >= step:
-                            f.unlink()
-                tracker.log_summary(m.run_id, sizes)
-                log_records(tracker, m.run_id, traj.reset_index(drop=True), evals.to_dict("records"))
-                tracker.log_summary(m.run_id, {"avg_lr": float(cfg.lr)})  # one optimizer, a constant rate
-                tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
-                if diverged is not None:
-                    reason = (
-                        f"Diverged: training loss is not finite at step {step} (train loss {loss}): lower lr"
-                    )
-                    ctx.fail(m, reason)
-                    continue
-                tracker.log_summary(m.run_id, summarize_evals(evals, int(cfg.llc.last)))
+        INTERRUPTS.hold()  # from here the members' records are written: a signal waits for them all
+        base = stacked.member
+        sizes = {"num_params": num_params(base), "num_weights": num_weights(base), "total_steps": steps}
+        for i, (m, folder) in enumerate(zip(members, folders)):
+            traj = trained.trajectory[trained.trajectory["member"] == i].drop(columns=["member", "seed"])
+            evals = trained.evals[trained.evals["member"] == i].drop(columns=["member", "seed"])
+            diverged = _divergence(traj, evals)
+            if diverged is not None:  # what the train stage keeps of a diverging run, and its reason
+                step, loss = diverged
+                traj, evals = traj[traj["step"] <= step], evals[evals["step"] < step]
+                for f in names.checkpoint_files(folder):
+                    if names.checkpoint_step(f.name) >= step:
+                        f.unlink()
+            tracker.log_summary(m.run_id, sizes)
+            log_records(tracker, m.run_id, traj.reset_index(drop=True), evals.to_dict("records"))
+            tracker.log_summary(m.run_id, {"avg_lr": float(cfg.lr)})  # one optimizer, a constant rate
+            tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
+            if diverged is not None:
+                reason = f"Diverged: training loss is not finite at step {step} (train loss {loss}): lower lr"
+                ctx.fail(m, reason)
+                continue
+            tracker.log_summary(m.run_id, summarize_evals(evals, int(cfg.llc.last)))
 
 
 def _divergence(traj: pd.DataFrame, evals: pd.DataFrame) -> tuple[int, float] | None:

@@ -55,7 +55,7 @@ class Client:
     ) -> None:
         start = time.perf_counter()
         if not float(max_wait_s) >= 0:
-            raise UserError(f"tracking.max_wait_s={float(max_wait_s):g} must be ≥ 0 seconds, e.g. 300")
+            raise UserError(f"tracking.max_wait_s={max_wait_s} must be ≥ 0 seconds, e.g. 300")
         self.max_wait_s = float(max_wait_s)
         self.seconds = 0.0
         self.call_seconds: dict[str, float] = defaultdict(float)

@@ -88,6 +88,12 @@ LLC_NEGATIVE = "llc.negative_estimates"
 LLC_NONSTATIONARY = "llc.nonstationary_estimates"
 CALIBRATE_RECOMMENDED = "calibrate.recommended"
 CALIBRATE_STEP = "calibrate.step"
+POSTERIOR_CRITERION = "posterior.converged_criterion"  # which members count as converged
+POSTERIOR_CHAIN_SEEDS = "posterior.chain_seeds"
+POSTERIOR_NBETA = "posterior.sgld_nbeta"
+POSTERIOR_REPRESENTATION = "posterior.representation"
+POSTERIOR_CLUSTERING = "posterior.clustering"
+POSTERIOR_NONFINITE = "posterior.sgld_nonfinite_samples"
 
 
 def stage_tag(stage: str) -> str:

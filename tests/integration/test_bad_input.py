@@ -41,7 +41,7 @@ BEFORE_ANY_RUN = [
     ("llc-draws-zero", ["llc.num_draws=0"], "error: llc.num_draws=0 must be ≥ 1"),
     ("llc-lr-zero", ["llc.lr=0"], "error: llc.lr=0 must be > 0"),
     ("llc-every-too-long", ["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
-    ("llc-online-not-bool", ["llc.online=maybe"], "error: llc.online=maybe is not true or false"),
+    ("llc-online-not-bool", ["llc.online=yes"], "error: llc.online=yes is not true or false"),
     ("llc-method", ["llc.method=bad"], "error: llc.method=bad: choose batched or serial"),
     ("fit-points", ["fit.points=bad"], "error: fit.points=bad: choose llc or all"),
     (

@@ -116,6 +116,27 @@ def test_experiment_trains_a_step_and_estimates_llc(name: str, lm_files, tmp_pat
         assert {"displacement/embeddings.0.weight", "displacement/embeddings.1.weight"} <= set(traj)
 
 
+def test_calibrate_estimates_a_language_model_with_devinterps_estimator(
+    lm_files, tmp_path: Path, store: str
+) -> None:
+    """Language models are not stacked: the calibration grid goes through the serial estimator."""
+    name = "tinystories_sgd"
+    overrides = tiny_overrides(name, lm_files, tmp_path, store)
+    tracker, run_id, _ = execute(compose_experiment(name, [*overrides, "stages=[train]"]))
+    grid = [
+        "calibrate.lr=[1e-5]",
+        "calibrate.localization=[100]",
+        "calibrate.nbeta_factor=[1]",
+        "calibrate.num_chains=1",
+    ]
+    _, same, _ = execute(
+        compose_experiment(name, [*overrides, "stages=[calibrate]", f"run_id={run_id}", *grid])
+    )
+    assert same == run_id
+    table = tracker.load_table(run_id, "calibration")
+    assert len(table) == 1 and (table["status"] == "ok").all() and math.isfinite(table["llc"].iloc[0])
+
+
 def test_cli_sweeps_the_seeds_the_experiment_names(tmp_path: Path, store: str) -> None:
     res = launch(
         [

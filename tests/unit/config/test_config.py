@@ -128,10 +128,11 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
         ("lr=abc", "lr=abc is not a number: e.g. lr=1e-2"),
         ("lr=null", "lr=null is not a number: e.g. lr=1e-2"),
         ("batch=1.5", "batch=1.5 is not an integer: e.g. batch=64"),
-        ("llc.online=maybe", "llc.online=maybe is not true or false: e.g. llc.online=false"),
+        ("llc.online=yes", "llc.online=yes is not true or false: e.g. llc.online=false"),
         ("llc.num_draws=true", "llc.num_draws=true is not an integer: e.g. llc.num_draws=400"),
         ("threads=abc", "threads=abc is not an integer or null: e.g. threads=1"),
-        ("train.steps=1e4", "train.steps=1e4 is not an integer or null: e.g. train.steps=1000"),
+        ("train.steps=1.5", "train.steps=1.5 is not an integer or null: e.g. train.steps=1000"),
+        ("device=1", "device=1 is not a name: e.g. device=cpu"),
         ("resume.every_s=soon", "resume.every_s=soon is not a number: e.g. resume.every_s=120"),
     ],
 )
@@ -174,6 +175,7 @@ def test_values_out_of_range_fail_in_one_line(override: str, line: str) -> None:
 
 def test_every_experiment_composes_with_values_of_their_types() -> None:
     """Composing checks the schema's types (a YAML value of another type would fail here)."""
+    checks.check(compose_cfg(["train.steps=1e4", "threads=2", "llc.nbeta=null"]))  # 1e4: an integer
     for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
         if "${hydra:" in path.read_text():  # composes only inside a Hydra job (test_experiments)
             continue

@@ -49,10 +49,12 @@ def test_the_schema_adds_no_keys_of_its_own() -> None:
     assert "phases" not in compose_cfg().train
 
 
-def test_types_hold_when_composed() -> None:
-    cfg = compose_cfg(["lr=1", "llc.localization=10"])
-    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and isinstance(cfg.llc.localization, float)
-    assert isinstance(compose_cfg(["batch=64"]).batch, int)
+def test_a_value_keeps_the_type_it_was_given() -> None:
+    """What a run records (its params, its config hash) is the value as typed, not a conversion."""
+    cfg = compose_cfg(["lr=1", "llc.localization=10", "train.steps=1e4"])
+    assert (cfg.lr, cfg.llc.localization, cfg.train.steps) == (1, 10, 10000.0)
+    assert isinstance(cfg.lr, int) and isinstance(cfg.train.steps, float)
+    assert compose_cfg().resume.every_s == 120 and isinstance(compose_cfg().resume.every_s, int)
 
 
 def test_run_names_leave_out_every_runtime_key() -> None:

@@ -1,6 +1,6 @@
 """Known answers for λ: the llc stage's own estimator on models whose learning coefficient is exact.
 
-Every case calls `pipeline.llc.estimate` (devinterp 1.3.2 SGLD, the stage's function) with the
+Every case calls `pipeline.slt.llc.estimate` (devinterp 1.3.2 SGLD, the stage's serial function) with the
 stage's defaults (conf/llc/paper.yaml) except what the case needs, listed per case: a full batch
 of n = 1000 so that nβ = devinterp's default batch/log batch is the n/log n of eq. (25); enough
 chains and draws to equilibrate; a step size that mixes at that nβ; no localization, or γ = 1
