@@ -79,17 +79,15 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
             # A re-run's changed settings (tags override.<key>) are logged once its first stage has
             # recorded with them: a re-run that fails before leaves them as they were.
             defer = [m for m in work if m.previous_status is not None and not m.owned]
+            seeds = [m.seed for m in members]
             for m in work:
                 if m not in defer:
                     tracker.log_params(m.run_id, hashes.params(m.cfg))
                 if m.owned:  # a claimed run may have been interrupted before it had its config
                     tracker.log_text(m.run_id, OmegaConf.to_yaml(m.cfg, resolve=True), names.CONFIG)
                 if batched:
-                    seeds = [x.seed for x in members]
-                    tracker.set_tags(
-                        m.run_id,
-                        {names.BATCHED_SEEDS: f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"},
-                    )
+                    tag = f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"
+                    tracker.set_tags(m.run_id, {names.BATCHED_SEEDS: tag})
             for name in cfg.stages:
                 todo = [m for m in work if name not in m.done and m.failed is None]
                 if not todo:
