@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from bench.cases import Mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,24 @@ def _baseline_extrapolated(r: dict) -> float | None:
     return 3600 / statistics.mean(s["baseline_sequential"]["per_run_s"]) if s else None
 
 
+READERS: dict[str, Callable[[dict], float | None]] = {
+    "batched_llc": _batched_llc,
+    "baseline_best": _baseline_best,
+    "baseline_extrapolated": _baseline_extrapolated,
+    "tracking_share_ours": _share("ours"),
+    "tracking_share_baseline": _share("baseline"),
+}
+
+
+def _reader(spec: str) -> Callable[[dict], float | None]:
+    """A reader named in figures.yaml: a reader's name, `median of <path>`, or a path of keys."""
+    if spec in READERS:
+        return READERS[spec]
+    if spec.startswith("median of "):
+        return _median_of(*spec.removeprefix("median of ").split("."))
+    return _get(*spec.split("."))
+
+
 @dataclass(frozen=True)
 class Figure:
     """One row of the table: how to read ours and the baseline's value from a round."""
@@ -83,134 +103,21 @@ class Figure:
 
 
 def figures(mode: Mode, n_jobs: int, launcher: str) -> list[Figure]:
-    n, big = mode.sweep_seeds, mode.big_seeds
-    job = "one job (python launch.py / python bench/baseline.py), fresh store"
+    """The rows of bench/figures.yaml, their texts filled in for this mode and launcher."""
+    table = yaml.safe_load((Path(__file__).parent / "figures.yaml").read_text())
+    n = mode.sweep_seeds
+    values = dict(n=n, n_minus_1=n - 1, big=mode.big_seeds, n_jobs=n_jobs, launcher=launcher)
+    values.update(llc_calls=mode.llc_calls, job=table["job"])
     return [
         Figure(
-            "train_steps_per_s",
-            "1. training steps/s (train stage, λ excluded)",
-            "higher",
-            "total_steps / time of the train stage: ours from the run's total_steps and time/train_s "
-            "(SGD steps, R(t) at every step, evaluations, checkpoints, logging them); the baseline's "
-            "own timer around its loop (SGD steps, R(t) and evaluations every 100 steps, logging them), "
-            "its devinterp calls subtracted",
-            _get("jobs", "ours", "steps_per_s"),
-            _get("jobs", "baseline", "steps_per_s"),
-        ),
-        Figure(
-            "llc_s_batched",
-            "2a. s per λ estimate in the job, llc.method=batched (amortised)",
-            "lower",
-            "ours: the run's time/llc_s / llc.estimates (all checkpoints in batched passes, after training); "
-            "baseline: its time inside estimate_learning_coeff_with_summary / number of calls",
-            _batched_llc,
-            _get("jobs", "baseline", "llc_s_per_estimate"),
-        ),
-        Figure(
-            "llc_s_serial",
-            "2b. s per λ estimate in the job, llc.method=serial",
-            "lower",
-            "as 2a, ours from a job with llc.method=serial (one devinterp call per checkpoint)",
-            _get("jobs", "ours_serial", "llc_s_per_estimate"),
-            _get("jobs", "baseline", "llc_s_per_estimate"),
-        ),
-        Figure(
-            "llc_alone_serial_s",
-            "2c. one λ estimate alone, serial path (s)",
-            "lower",
-            f"median of {mode.llc_calls} calls after a warm-up, in one process on the job's last "
-            "checkpoint: pipeline.slt.llc.estimate vs the baseline's estimate_learning_coeff_with_summary "
-            "on a DataLoader",
-            _median_of("llc_alone", "ours_serial"),
-            _median_of("llc_alone", "baseline"),
-        ),
-        Figure(
-            "llc_alone_batched_s",
-            "2d. one λ estimate alone, batched path with one checkpoint (s)",
-            "lower",
-            "as 2c, ours pipeline.slt.llc.estimate_many with one state",
-            _median_of("llc_alone", "ours_batched_one"),
-            _median_of("llc_alone", "baseline"),
-        ),
-        Figure(
-            "job_wall_s",
-            "3a. whole job, wall clock (s)",
-            "lower",
-            f"wall clock of the subprocess, {job}, start-up included",
-            _get("jobs", "ours", "wall_s"),
-            _get("jobs", "baseline", "wall_s"),
-        ),
-        Figure(
-            "job_wall_serial_s",
-            "3b. whole job with llc.method=serial, wall clock (s)",
-            "lower",
-            "as 3a, ours with llc.method=serial",
-            _get("jobs", "ours_serial", "wall_s"),
-            _get("jobs", "baseline", "wall_s"),
-        ),
-        Figure(
-            "sweep_sequential_rph",
-            f"4a. {n} seeds one after another (runs/h)",
-            "higher",
-            f"ours: python launch.py -m seed=0..{n - 1} (one process, Hydra's basic launcher); "
-            f"baseline: {n} processes one after another",
-            _get("sweeps", "ours_sequential", "runs_per_hour"),
-            _get("sweeps", "baseline_sequential", "runs_per_hour"),
-        ),
-        Figure(
-            "sweep_parallel_rph",
-            f"4b. {n} seeds, {n_jobs} jobs at once (runs/h)",
-            "higher",
-            f"ours: -m hydra/launcher={launcher} hydra.launcher.n_jobs={n_jobs}; baseline: {n_jobs} "
-            f"processes at a time; both with threads // {n_jobs} torch threads per job",
-            _get("sweeps", "ours_parallel", "runs_per_hour"),
-            _get("sweeps", "baseline_parallel", "runs_per_hour"),
-        ),
-        Figure(
-            "sweep_batched_rph",
-            f"4c. {n} seeds as one batched job, seeds={n} (runs/h)",
-            "higher",
-            "ours: python launch.py seeds=N (one job, one run per seed); the baseline has no such mode: "
-            "its best of 4a and 4b",
-            _get("sweeps", "ours_batched", "runs_per_hour"),
-            _baseline_best,
-        ),
-        Figure(
-            "big_batched_rph",
-            f"4d. {big} seeds: seeds={big} in one job (runs/h)",
-            "higher",
-            f"ours: python launch.py seeds={big}, measured; baseline: {big} one after another, "
-            f"EXTRAPOLATED from the mean per-run time of its {n} sequential runs (4a), not run",
-            _get("sweeps", "ours_big", "runs_per_hour"),
-            _baseline_extrapolated,
-        ),
-        Figure(
-            "tracking_share_pct",
-            "5. tracking: share of the job's wall time in MLflow (%)",
-            "lower",
-            "seconds in MLflow (its import, opening the store, every call: ours the run's time/tracking_s, "
-            "the baseline its own timer) / the job's wall clock (3a)",
-            _share("ours"),
-            _share("baseline"),
-        ),
-        Figure(
-            "peak_rss_job_mb",
-            "6a. peak memory, one job (max RSS, MB)",
-            "lower",
-            "ru_maxrss of the job's process from wait4",
-            _get("jobs", "ours", "max_rss_mb"),
-            _get("jobs", "baseline", "max_rss_mb"),
-        ),
-        Figure(
-            "peak_rss_sweep_mb",
-            f"6b. peak memory, {n} seeds (all processes at once, MB)",
-            "lower",
-            f"peak of the processes' memory together (anonymous summed, libraries once), sampled from /proc "
-            f"every 0.1 s: ours "
-            f"seeds={n} in one job, the baseline {n_jobs} processes at a time (4b)",
-            _get("sweeps", "ours_batched", "peak_mb"),
-            _get("sweeps", "baseline_parallel", "peak_mb"),
-        ),
+            f["key"],
+            f["label"].format(**values),
+            f["better"],
+            f["how"].format(**values),
+            _reader(f["ours"]),
+            _reader(f["baseline"]),
+        )
+        for f in table["figures"]
     ]
 
 
