@@ -46,11 +46,13 @@ class Interrupts:
         self.pending: tuple[int, object] | None = None
         self._depth = 0  # open `deferred()` blocks
         self._held = False  # `hold()` called, not yet `fire()`d
+        # A deferred signal was acted on: while its exception unwinds, a second signal acts at once.
+        self._acted = False
         self._original: dict[int, object] = {}
 
     @property
     def deferring(self) -> bool:
-        return self._depth > 0 or self._held
+        return (self._depth > 0 or self._held) and not self._acted
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interrupts]:
@@ -73,12 +75,13 @@ class Interrupts:
             for sig, handler in self._original.items():
                 signal.signal(sig, handler)
             self._original.clear()
-            self._depth, self._held, self.pending = 0, False, None
+            self._depth, self._held, self._acted, self.pending = 0, False, False, None
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[Interrupts]:
         """Signals arriving inside wait in `pending` for `fire()` (the loop calls it between steps)."""
         self._depth += 1
+        self._acted = False
         try:
             yield self
         finally:
@@ -87,7 +90,7 @@ class Interrupts:
     def hold(self) -> None:
         """From now until the next `fire()`, signals wait: a stage that starts writing its records
         holds them until the job has marked the stage done, so a run never holds half of them."""
-        self._held = True
+        self._held, self._acted = True, False
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.deferring:
@@ -102,6 +105,7 @@ class Interrupts:
         if self.pending is not None:
             signum, frame = self.pending
             self.pending = None
+            self._acted = True
             self._act(signum, frame)
 
     def _act(self, signum: int, frame) -> None:

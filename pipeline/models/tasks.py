@@ -52,13 +52,9 @@ class Task:
 
     def member_sums(self, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's summed loss and number of correct predictions on one chunk (two (members,)
-        tensors), for stacked outputs and shared targets."""
-        sums = [self._sums(out, y) for out in output]
-        device = output.device
-        return (
-            torch.tensor([s[0] for s in sums], device=device),
-            torch.tensor([float(s[1]) for s in sums], device=device),
-        )
+        tensors), for stacked outputs and shared targets: classification only (only classifiers
+        are stacked, `pipeline.config.members`)."""
+        raise NotImplementedError(f"{self.name}: stacked evaluations are for classification")
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -97,6 +93,11 @@ class Task:
         """devinterp's `evaluate(model, batch) -> loss` hook: the training loss on one batch."""
         x, y = batch
         return self.loss(model(x), y)
+
+    def sgld_member_losses(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The sampler core's `member_losses(model, batch)` for a stacked model: `member_losses`."""
+        x, y = batch
+        return self.member_losses(model(x), y)
 
 
 class Classification(Task):

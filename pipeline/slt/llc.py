@@ -98,7 +98,6 @@ def estimate(
     `evaluate(model, batch) -> loss` is devinterp's loss hook; the default is its cross-entropy
     for classifiers (models with another loss, e.g. a causal LM, pass their task's `sgld_loss`).
     The row carries the diagnostics of `diagnose` (negative λ̂, non-stationary trace)."""
-    from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from devinterp.utils import evaluate_ce, get_init_loss_multi_batch
 
@@ -116,16 +115,7 @@ def estimate(
                 model,
                 loader,
                 evaluate=evaluate,
-                sampling_method=SGMCMC.sgld,
-                optimizer_kwargs={
-                    "lr": chains.lr,
-                    "localization": chains.localization,
-                    "nbeta": chains.nbeta,
-                },
-                num_draws=chains.draws,
-                num_chains=chains.chains,
-                num_burnin_steps=chains.burnin,
-                num_steps_bw_draws=chains.every,
+                **sgld.devinterp_arguments(chains),
                 init_loss=row["init_loss"],
                 seed=seed,
                 device=device,
@@ -163,8 +153,13 @@ def member_row(trace: np.ndarray, init_loss: float, nb: float, diagnostics: Diag
     return row | diagnose(row, diagnostics)
 
 
-def _losses(task: Task) -> Callable[[torch.nn.Module, tuple], torch.Tensor]:
-    return lambda model, batch: task.member_losses(model(batch[0]), batch[1])
+@torch.no_grad()
+def _batch_init_loss(task: Task, stacked: Stacked, loader, chains: int, device: str) -> torch.Tensor:
+    """Every member's loss at w_t as devinterp's get_init_loss_multi_batch takes it: the mean over
+    the first `chains` batches, in train mode."""
+    first = islice(loader, min(chains, len(loader)))
+    losses = [task.sgld_member_losses(stacked, (x.to(device), y.to(device))) for x, y in first]
+    return torch.stack(losses).mean(0)
 
 
 def estimate_many(
@@ -193,10 +188,8 @@ def estimate_many(
     chains = settings.chains(nb)
     stacked = Stacked.from_states(model, states).to(device).train()
     loader = MemberBatches(data.x_train.to(device), data.y_train.to(device), data.batch_size, member_seeds)
-    losses = _losses(task)
-    with torch.no_grad():  # the loss at w_t, as devinterp's get_init_loss_multi_batch takes it
-        first = islice(loader, min(chains.chains, len(loader)))
-        init = torch.stack([losses(stacked, b) for b in first]).mean(0)
+    init = _batch_init_loss(task, stacked, loader, chains.chains, device)
+    losses = task.sgld_member_losses
     trace = sgld.sample(stacked, loader, losses, len(states), chains, member_seeds[0], device)
     return [
         member_row(tr, float(i0), nb, settings.diagnostics)
@@ -218,13 +211,10 @@ def estimate_members(
     nb = nbeta(settings.nbeta, data.batch_size)
     chains = settings.chains(nb)
     shared = Stacked(stacked.member, stacked.params, stacked.extra, shared=True).to(device).train()
-    losses = _losses(task)
-    with torch.no_grad():  # the loss at w_t as devinterp takes it: num_chains batches, train mode
-        batches = list(islice(loader, min(chains.chains, len(loader))))
-        init_batch = torch.stack([losses(shared, (x.to(device), y.to(device))) for x, y in batches]).mean(0)
-        # ... and as eq. (25) defines it: L_n(w_t) on the whole training set.
-        init = losses(shared, (data.x_train.to(device), data.y_train.to(device)))
-    trace = sgld.sample(shared, loader, losses, len(stacked), chains, seed, device).mean(1)
+    init_batch = _batch_init_loss(task, shared, loader, chains.chains, device)
+    with torch.no_grad():  # ... and as eq. (25) defines it: L_n(w_t) on the whole training set
+        init = task.sgld_member_losses(shared, (data.x_train.to(device), data.y_train.to(device)))
+    trace = sgld.sample(shared, loader, task.sgld_member_losses, len(stacked), chains, seed, device).mean(1)
     lam = nb * (trace.mean(1) - init)
     ok = torch.isfinite(lam)
     flags = pd.DataFrame(

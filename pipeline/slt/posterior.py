@@ -75,7 +75,7 @@ def sample(
     chains); returns, per chain and sample, the representation (chains, samples, features), the
     batch loss and ‖w - w_seed‖."""
     w_seed = [p.detach().clone() for p in stacked.stacked]
-    reps, losses, dist = [], [], []
+    reps, dist = [], []
     # Chain c draws the minibatches of seed (seed, c), independent of the SGD runs' orders.
     order = data.member_batches([seed * 100_003 + c for c in range(len(stacked))], device)
     total = chains.burnin + chains.draws * chains.every
@@ -83,18 +83,16 @@ def sample(
 
         def keep(model: Stacked, draw: int, chain: int, per_member: torch.Tensor) -> None:
             reps.append(represent(model).detach().cpu())
-            losses.append(per_member.cpu())
             sq = sum(model.squared_distances(w_seed).unbind(1))
             dist.append(sq.sqrt().cpu())
             pbar.update(1)
 
-        def member_losses(model: Stacked, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            return task.member_losses(model(batch[0]), batch[1])
-
         # devinterp seeds a chain given in a list with that seed itself: the noise of torch.manual_seed(seed).
-        sgld.sample(stacked, order, member_losses, len(stacked), chains, [seed], device, on_draw=keep)
+        trace = sgld.sample(
+            stacked, order, task.sgld_member_losses, len(stacked), chains, [seed], device, on_draw=keep
+        )
     return {
         "representation": torch.stack(reps, dim=1).numpy(),
-        "loss": torch.stack(losses, dim=1).double().numpy(),
+        "loss": trace[:, 0].cpu().double().numpy(),  # one chain per member
         "distance": torch.stack(dist, dim=1).double().numpy(),
     }

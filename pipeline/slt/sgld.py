@@ -49,6 +49,20 @@ def quiet_devinterp() -> Iterator[None]:
         yield
 
 
+def devinterp_arguments(chains: Chains) -> dict:
+    """The chains as devinterp 1.3's sampler and estimator take them (`SGMCMC.sgld`)."""
+    from devinterp.optim import SGMCMC
+
+    return {
+        "sampling_method": SGMCMC.sgld,
+        "optimizer_kwargs": {"lr": chains.lr, "localization": chains.localization, "nbeta": chains.nbeta},
+        "num_draws": chains.draws,
+        "num_chains": chains.chains,
+        "num_burnin_steps": chains.burnin,
+        "num_steps_bw_draws": chains.every,
+    }
+
+
 def sample(
     model: nn.Module,
     loader,
@@ -65,7 +79,6 @@ def sample(
     `member_losses(model, batch)` gives the members' losses on one batch, shape (members,). `seed`
     is devinterp's: an int seeds the chains through a SeedSequence, a list gives each chain its
     seed. `on_draw(model, draw, chain, losses)` is called after each draw's step."""
-    from devinterp.optim import SGMCMC
     from devinterp.slt.sampler import sample as devinterp_sample
 
     trace = torch.zeros(members, chains.chains, chains.draws, device=device)
@@ -85,12 +98,7 @@ def sample(
             loader,
             callbacks=[record],
             evaluate=evaluate,
-            sampling_method=SGMCMC.sgld,
-            optimizer_kwargs={"lr": chains.lr, "localization": chains.localization, "nbeta": chains.nbeta},
-            num_draws=chains.draws,
-            num_chains=chains.chains,
-            num_burnin_steps=chains.burnin,
-            num_steps_bw_draws=chains.every,
+            **devinterp_arguments(chains),
             init_loss=1.0,  # unused: λ is computed from the trace; non-zero so devinterp skips its own
             seed=list(seed) if not isinstance(seed, int) else seed,
             device=device,

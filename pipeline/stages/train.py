@@ -126,8 +126,6 @@ def train_one(ctx: Context, member: Member) -> dict:
             loop.load_state_dict(saved)
             saver.uploaded = set(saved["checkpoints"])
             print(f"train: resuming at step {loop.step} of {steps} from the run's resume state", flush=True)
-        else:
-            torch.save(model.state_dict(), ckpt_dir / names.checkpoint_name(0))
         hooks = Hooks(
             checkpoint=lambda step, m: torch.save(m.state_dict(), ckpt_dir / names.checkpoint_name(step)),
             save=saver.save,
@@ -136,8 +134,8 @@ def train_one(ctx: Context, member: Member) -> dict:
             if online
             else None,
         )
-        # Signals wait for the end of the step (the state saved then is consistent) and, once the
-        # loop is over, until the job has marked the stage done.
+        # Signals wait for the end of the step (the loop defers them: the state saved then is
+        # consistent) and, once the loop is over, until the job has marked the stage done.
         with INTERRUPTS.deferred():
             try:
                 loop.run(hooks, cfg.progress)

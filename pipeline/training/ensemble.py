@@ -70,8 +70,8 @@ def train(
     and every member's train/test loss and accuracy at its evaluation steps. `snapshot(step,
     stacked)` is called at the plan's checkpoint steps (w_0, every λ step, the last step)."""
     stacked.train()
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    data.to(device)  # once: the members' batches and the evaluations slice the same tensors
+    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     schedule = plan.record_steps()
     row_of = {int(s): i for i, s in enumerate(schedule)}
     eval_steps, kept = plan.eval_steps, plan.checkpoint_steps

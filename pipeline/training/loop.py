@@ -68,8 +68,9 @@ class Plan:
 @dataclass
 class Hooks:
     """What the caller does with the loop's products: `checkpoint(step, model)` at the plan's
-    checkpoint steps; `estimate(step, model)` (online λ, a row) at λ steps when set; `save(state)` the
-    resume state, at λ steps when `save_due()` says so and when an interruption arrives."""
+    checkpoint steps (w_0 when the loop starts at step 0); `estimate(step, model)` (online λ, a
+    row) at λ steps when set; `save(state)` the resume state, at λ steps when `save_due()` says so
+    and when an interruption arrives."""
 
     checkpoint: Callable[[int, nn.Module], None]
     save: Callable[[dict], None]
@@ -153,7 +154,9 @@ class Loop:
         """Train to the plan's last step (or until the phases end), from where the loop stands."""
         model, task, data, plan = self.model, self.task, self.data, self.plan
         every, eval_steps, ckpt_steps = plan.llc_every, plan.eval_steps, plan.checkpoint_steps
-        with bar(progress, total=plan.steps, initial=self.step, desc="train") as pbar:
+        if self.step == 0:  # w_0, before the first step (a resumed loop has it already)
+            hooks.checkpoint(0, model)
+        with INTERRUPTS.deferred(), bar(progress, total=plan.steps, initial=self.step, desc="train") as pbar:
             last = self.done
             while not last:
                 epoch_generator = self.generator.get_state()  # Data.epoch draws its permutation from here
