@@ -15,6 +15,7 @@ from pipeline.config.members import with_seed
 from pipeline.data import Data
 from pipeline.errors import UserError
 from pipeline.models.tasks import Classification, Task
+from pipeline.slt.stacked import Stacked
 from pipeline.training.loop import Plan
 from pipeline.training.phases import Phase, PhaseSchedule
 
@@ -110,6 +111,15 @@ def schedule(cfg: DictConfig, m: nn.Module, steps_per_epoch: int) -> PhaseSchedu
 def models(cfg: DictConfig, d: Data, seeds: list[int]) -> list[nn.Module]:
     """One model per seed, each initialised as a one-by-one run with that seed initialises it."""
     return [model(with_seed(cfg, s), d) for s in seeds]
+
+
+def ensemble(
+    cfg: DictConfig, d: Data, seeds: list[int], steps: int
+) -> tuple[Stacked, torch.optim.Optimizer, Plan]:
+    """A batched ensemble ready to train: the seeds' models stacked, the config's optimizer on the
+    stack (one per member, as it acts elementwise), and the plan keeping every λ checkpoint."""
+    stacked = Stacked.from_models(models(cfg, d, seeds))
+    return stacked, optimizer(cfg, stacked.trainable()), plan(cfg, steps, keep_checkpoints=True)
 
 
 def plan(cfg: DictConfig, steps: int, keep_checkpoints: bool | None = None) -> Plan:

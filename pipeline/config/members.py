@@ -15,12 +15,17 @@ from pipeline.errors import UserError
 ELEMENTWISE = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.RMSprop")
 
 
+def is_batched(cfg: DictConfig) -> bool:
+    """A batched job (`seeds=...`): one run per seed, trained at once."""
+    return cfg.get("seeds") is not None
+
+
 def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     """A copy of the config for one member: the config a one-by-one job with `seed` has."""
     member = copy.deepcopy(cfg)
     with open_dict(member):
         member.seed = int(seed)
-        if member.get("seeds") is not None:
+        if is_batched(member):
             member.seeds = None
     return member
 

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import build, checks, hashes
-from pipeline.config.members import check_batched
+from pipeline.config.members import check_batched, is_batched
 from pipeline.errors import UserError
 from pipeline.interrupts import INTERRUPTS, Interrupted, interruption
 from pipeline.jobs import placement, relaunch, report
@@ -47,19 +47,18 @@ class Outcome:
 
     tracker: Tracker
     members: list[Member]
-    batched: bool = False
 
 
 def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     """Run the configured stages on the job's runs."""
     start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
     checks.check(cfg)  # cheap checks first: nothing is created for a bad config
-    batched = cfg.get("seeds") is not None
+    batched = is_batched(cfg)
     if batched:
         check_batched(cfg)
     torch.set_num_threads(placement.threads(cfg.threads))
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
-    ctx = Context(cfg, tracker, batched)
+    ctx = Context(cfg, tracker)
     if checks.first_stage(cfg.stages) in cfg.stages:  # data problems surface before a run exists
         ctx.data = build.data(cfg)
         checks.check_with_data(cfg, ctx.data.n_train, ctx.data.steps_per_epoch)
@@ -71,7 +70,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
             print(m.note, flush=True)
     work = [m for m in members if m.action not in ("skip", "busy")]
     if not work:
-        return Outcome(tracker, members, batched)
+        return Outcome(tracker, members)
     owned = [m for m in work if m.owned]
     heartbeat = relaunch.Heartbeat(lambda: [tracker.beat(m.run_id) for m in owned]).start() if owned else None
     try:
@@ -79,15 +78,14 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
             # A re-run's changed settings (tags override.<key>) are logged once its first stage has
             # recorded with them: a re-run that fails before leaves them as they were.
             defer = [m for m in work if m.previous_status is not None and not m.owned]
-            seeds = [m.seed for m in members]
+            batch_tag = {names.BATCHED_SEEDS: _batch_tag(members)} if batched else {}
             for m in work:
                 if m not in defer:
                     tracker.log_params(m.run_id, hashes.params(m.cfg))
                 if m.owned:  # a claimed run may have been interrupted before it had its config
                     tracker.log_text(m.run_id, OmegaConf.to_yaml(m.cfg, resolve=True), names.CONFIG)
-                if batched:
-                    tag = f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"
-                    tracker.set_tags(m.run_id, {names.BATCHED_SEEDS: tag})
+                if batch_tag:
+                    tracker.set_tags(m.run_id, batch_tag)
             for name in cfg.stages:
                 todo = [m for m in work if name not in m.done and m.failed is None]
                 if not todo:
@@ -121,7 +119,12 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
         for m in alive:
             tracker.log_summary(m.run_id, tracking)
             tracker.finish(m.run_id)
-    return Outcome(tracker, members, batched)
+    return Outcome(tracker, members)
+
+
+def _batch_tag(members: list[Member]) -> str:
+    seeds = [m.seed for m in members]
+    return f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]} in one job"
 
 
 def _failed(tracker: Tracker, cfg: DictConfig, work: list[Member], e: BaseException) -> None:
@@ -172,7 +175,7 @@ def main(cfg: DictConfig, job: JobInfo) -> int:
         else:
             print(f"run failed (marked FAILED in MLflow): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    text = report.of(outcome.tracker, outcome.members, outcome.batched, cfg)
+    text = report.of(outcome.tracker, outcome.members, cfg)
     if text:
         print(text)
     return 1 if any(m.failed for m in outcome.members) else 0

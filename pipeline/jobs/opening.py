@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.config import checks, hashes
-from pipeline.config.members import seeds_of, with_seed
+from pipeline.config.members import is_batched, seeds_of, with_seed
 from pipeline.errors import UserError
 from pipeline.jobs import placement, relaunch
 from pipeline.stages.context import Member
@@ -61,20 +61,21 @@ def provenance() -> dict[str, str]:
 def open_members(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> list[Member]:
     """The job's runs: one, or one per seed of a batched job (`seeds=...`, each the run a one-by-one
     job with that seed has: its config, hashes and run name `<name>,seed=<s>`)."""
-    if cfg.get("seeds") is None:
-        return [open_run(cfg, tracker, job, int(cfg.seed))]
+    origin = provenance() if checks.first_stage(cfg.stages) in cfg.stages else {}  # one for the job
+    if not is_batched(cfg):
+        return [open_run(cfg, tracker, job, int(cfg.seed), origin)]
     members = []
     for s in seeds_of(cfg):
         name = f"seed={s}" if job.name == "default" else f"{job.name},seed={s}"
-        m = open_run(with_seed(cfg, s), tracker, replace(job, name=name), s)
+        m = open_run(with_seed(cfg, s), tracker, replace(job, name=name), s, origin)
         m.note = m.note and f"seed {s}: {m.note}"
         members.append(m)
     return members
 
 
-def open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo, seed: int) -> Member:
+def open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo, seed: int, origin: dict[str, str]) -> Member:
     """A new run, or the point's interrupted run, when training (`relaunch.decide`); else the given
-    run_id or the newest run of the same training, reopened."""
+    run_id or the newest run of the same training, reopened. `origin`: the job's `provenance()`."""
     first = checks.first_stage(cfg.stages)
     if first in cfg.stages:
         tags = {
@@ -83,7 +84,7 @@ def open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo, seed: int) -> Memb
             names.TRAIN_HASH: hashes.train_hash(cfg),
             names.MULTIRUN: str(job.multirun),
             **placement.tags(torch.get_num_threads()),
-            **provenance(),
+            **origin,
         }
         if first != "train" or not cfg.resume.enabled:
             return Member(seed, cfg, tracker.start_run(job.name, {**tags, **relaunch.owner_tags()}))

@@ -8,16 +8,17 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.config import checks
+from pipeline.config.members import is_batched
 from pipeline.stages.context import Member
 from pipeline.tracking import Tracker, names, ui_command
 
 
-def of(tracker: Tracker, members: list[Member], batched: bool, cfg: DictConfig) -> str:
+def of(tracker: Tracker, members: list[Member], cfg: DictConfig) -> str:
     """The report of a job's members (nothing for a point another live job runs)."""
     shown = [m for m in members if m.action != "busy"]
     if not shown:
         return ""
-    if batched:
+    if is_batched(cfg):
         return seeds(tracker, shown)
     (m,) = shown
     if checks.first_stage(cfg.stages) == "ensemble":
@@ -103,10 +104,10 @@ def seeds(tracker: Tracker, members: list[Member]) -> str:
 
 def posterior(tracker: Tracker, run_id: str) -> str:
     """The lines `python launch.py +experiment=moons_posterior` prints."""
-    m = tracker.summary(run_id)
+    record = tracker.get_run(run_id)
+    m, tags = record.metrics, record.tags
     t = tracker.load_json(run_id, names.TABLE_2) or {}
     table = tracker.load_table(run_id, names.CLUSTERS)
-    tags = tracker.get_run(run_id).tags
     nan = float("nan")
     criterion = tags.get(names.POSTERIOR_CRITERION, "n/a")
     lines = [

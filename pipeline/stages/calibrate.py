@@ -45,10 +45,9 @@ from pipeline.stages.llc import method_for
 from pipeline.tracking import names
 
 
-def settings(cfg: DictConfig, default_nbeta: float) -> list[dict]:
-    """Every combination of the grid, each with the nβ it uses."""
+def settings(cfg: DictConfig, base: float) -> list[dict]:
+    """Every combination of the grid, each with the nβ it uses (`nbeta_factor` times `base`)."""
     c = cfg.calibrate
-    base = float(cfg.llc.nbeta) if cfg.llc.nbeta is not None else default_nbeta
     return [
         {"lr": float(lr), "localization": float(gamma), "nbeta_factor": float(f), "nbeta": float(f) * base}
         for f, gamma, lr in itertools.product(c.nbeta_factor, c.localization, c.lr)
@@ -136,7 +135,7 @@ def run(ctx: Context, members: list[Member]) -> dict:
     batched = method_for(cfg.llc, task) == "batched"
     if not batched:
         model.load_state_dict(state)
-    grid = settings(cfg, llc.nbeta(None, data.batch_size))
+    grid = settings(cfg, llc.nbeta(cfg.llc.nbeta, data.batch_size))
     c = cfg.calibrate
     base = Settings.of(cfg.llc)
     base = dataclasses.replace(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 from torch import nn
 
+from pipeline.config.members import is_batched
 from pipeline.data import Data
 from pipeline.tracking import Tracker
 
@@ -45,9 +46,12 @@ class Context:
 
     cfg: DictConfig
     tracker: Tracker
-    batched: bool = False
     data: Data | None = None
     model: nn.Module | None = None
+
+    @property
+    def batched(self) -> bool:
+        return is_batched(self.cfg)
 
     def fail(self, member: Member, reason: str) -> None:
         """Mark one member FAILED (its run keeps what it recorded); the others go on."""

@@ -91,9 +91,7 @@ def run(ctx: Context, members: list[Member]) -> dict:
     steps = checks.check_with_data(cfg, data.n_train, data.steps_per_epoch)
     task = build.task(cfg)
     t0 = time.perf_counter()
-    stacked = Stacked.from_models(build.models(cfg, data, seeds))
-    plan = build.plan(cfg, steps, keep_checkpoints=True)
-    optimizer = build.optimizer(cfg, stacked.trainable())
+    stacked, optimizer, plan = build.ensemble(cfg, data, seeds, steps)
     trained = ensemble.train(stacked, optimizer, task, data, seeds, plan, cfg.device, cfg.progress)
     t_train = time.perf_counter() - t0
 

@@ -88,10 +88,11 @@ def fit_run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
     llc_table = tracker.load_table(run_id, names.LLC)
     trained = inputs.trained_config(tracker, run_id)
     every = int(trained.llc.every) if "llc" in trained else int(cfg.llc.every)
-    metrics = tracker.summary(run_id)
+    run = tracker.get_run(run_id)
+    metrics = run.metrics
     lambdas = {k: metrics[k] for k in ("lambda_final", "lambda_bar") if k in metrics}
     # The estimates λ_final averaged, as the llc stage that wrote it counted them.
-    last = int(tracker.get_run(run_id).tags.get(names.LLC_LAST, cfg.llc.last))
+    last = int(run.tags.get(names.LLC_LAST, cfg.llc.last))
     window, phase = Window.of(cfg.fit), cfg.fit.get("phase")
     if phase:
         window, llc_table, lambdas = restrict_to_phase(window, str(phase), metrics, llc_table, lambdas, last)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker, names, unreadable_artifact
 
-# What every train (or ensemble) stage writes into config.yaml and the later stages read.
+# What the job writes into a training run's config.yaml and the later stages read back.
 CONFIG_KEYS = ("model", "dataset", "llc")
 
 

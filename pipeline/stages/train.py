@@ -38,7 +38,7 @@ from pipeline.stages import llc as llc_stage
 from pipeline.stages.context import Context, Member
 from pipeline.tracking import Tracker, names
 from pipeline.training import ensemble, state
-from pipeline.training.loop import Hooks, Loop
+from pipeline.training.loop import Diverged, Hooks, Loop
 
 
 def run(ctx: Context, members: list[Member]) -> None:
@@ -161,12 +161,11 @@ def _record_loop(tracker: Tracker, run_id: str, cfg, loop: Loop, sizes: dict) ->
     if schedule is not None:
         sizes = {**sizes, "total_steps": step}
     log_records(tracker, run_id, loop.recorder.table(upto=step), loop.evals)
-    tracker.log_summary(run_id, sizes)
-    if step:
-        tracker.log_summary(run_id, {"avg_lr": loop.lr_sum / step})
+    summary = {**sizes, **({"avg_lr": loop.lr_sum / step} if step else {})}
     if schedule is not None:
-        tracker.log_summary(run_id, schedule.summary())
+        summary |= schedule.summary()
         tracker.set_tags(run_id, schedule.tags())
+    tracker.log_summary(run_id, summary)
     if loop.llc_rows:
         llc_stage.record(tracker, run_id, loop.llc_rows, cfg)
 
@@ -187,9 +186,7 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
             for i, folder in enumerate(folders):
                 torch.save(stacked.state_dict_of(i), folder / names.checkpoint_name(step))
 
-        stacked = Stacked.from_models(build.models(cfg, data, seeds))
-        optimizer = build.optimizer(cfg, stacked.trainable())
-        plan = build.plan(cfg, steps, keep_checkpoints=True)
+        stacked, optimizer, plan = build.ensemble(cfg, data, seeds, steps)
         trained = ensemble.train(
             stacked, optimizer, build.task(cfg), data, seeds, plan, cfg.device, cfg.progress, snapshot
         )
@@ -206,13 +203,11 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
                 for f in names.checkpoint_files(folder):
                     if names.checkpoint_step(f.name) >= step:
                         f.unlink()
-            tracker.log_summary(m.run_id, sizes)
             log_records(tracker, m.run_id, traj.reset_index(drop=True), evals.to_dict("records"))
-            tracker.log_summary(m.run_id, {"avg_lr": float(cfg.lr)})  # one optimizer, a constant rate
+            tracker.log_summary(m.run_id, {**sizes, "avg_lr": float(cfg.lr)})  # one optimizer, one rate
             tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
             if diverged is not None:
-                reason = f"Diverged: training loss is not finite at step {step} (train loss {loss}): lower lr"
-                ctx.fail(m, reason)
+                ctx.fail(m, f"Diverged: {Diverged.at(step, loss)}")
                 continue
             tracker.log_summary(m.run_id, summarize_evals(evals, int(cfg.llc.last)))
 

@@ -5,7 +5,7 @@ stay inside this package (callers get `RunRecord`s and DataFrames)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,14 +69,13 @@ class Queries:
     def experiment_name(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).name
 
-    def find_runs(self, tags: Mapping[str, str], statuses: Iterable[str] = ()) -> list[RunRecord]:
+    def find_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
         """Runs of this experiment whose tags match, newest first."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         runs = self.client.search_runs(
             [self.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"]
         )
-        statuses = set(statuses)
-        return [record(r) for r in runs if not statuses or r.info.status in statuses]
+        return [record(r) for r in runs]
 
     def runs_table(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per run of this experiment (of one sweep when given), analysis runs excluded:

@@ -28,6 +28,10 @@ from pipeline.training.phases import PhaseSchedule
 class Diverged(RuntimeError):
     """The training loss became non-finite."""
 
+    @classmethod
+    def at(cls, step: int, train_loss: float) -> Diverged:
+        return cls(f"training loss is not finite at step {step} (train loss {train_loss}): lower lr")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -83,7 +87,7 @@ def evaluate(task: Task, model: nn.Module, data: Data, step: int, batch_loss: to
     train_loss, train_acc = task.evaluate(model, data.x_train, data.y_train)
     test_loss, test_acc = task.evaluate(model, data.x_test, data.y_test)
     if not (math.isfinite(train_loss) and math.isfinite(batch_loss.item())):
-        raise Diverged(f"training loss is not finite at step {step} (train loss {train_loss}): lower lr")
+        raise Diverged.at(step, train_loss)
     return {
         "step": step,
         "train_loss": train_loss,
