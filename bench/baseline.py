@@ -132,9 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(args)
-    torch.manual_seed(
-        args.seed
-    )  # fixes w_0 (as pipeline.config.build.model), then the data order and SGLD noise
+    # Fixes w_0 (as pipeline.config.build.model), then the data order and SGLD noise.
+    torch.manual_seed(args.seed)
     model = MLP(data.in_features, data.num_classes, args.hidden, batch_norm=args.batch_norm)
     w0 = [p.detach().clone() for p in model.parameters()]
 

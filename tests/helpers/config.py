@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 import pipeline.config  # noqa: F401  (the config's schema, registered with Hydra)
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF = str(ROOT / "conf")
+CONF = ROOT / "conf"
 
 # A few seconds per run: 90 SGD steps, λ every 30 steps with 20 SGLD draws.
 TINY = [
@@ -23,7 +23,8 @@ TINY = [
 ]
 
 
-def compose_cfg(overrides: list[str] = ()) -> DictConfig:
-    """The real config as launch.py composes it (without Hydra's runtime section)."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+def compose_cfg(overrides: list[str] = (), hydra: bool = False) -> DictConfig:
+    """The real config as launch.py composes it (with `hydra`, Hydra's section too: sweep axes,
+    run names)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)

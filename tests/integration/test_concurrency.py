@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.tracking.concurrency import use_wal
 from pipeline.tracking.names import SUMMARY_METRICS
 from pipeline.tracking.queries import record
-from tests.helpers.config import ROOT, TINY
+from tests.helpers.cli import launch_together
+from tests.helpers.config import TINY
 from tests.helpers.servers import free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -54,33 +54,10 @@ def written(overrides: list[str]) -> dict[str, int]:
 
 def run_jobs(uri: str, cwd: Path, n: int = JOBS) -> tuple[list[subprocess.CompletedProcess], float]:
     """n tiny jobs (seeds 0..n-1) started at once against `uri`; their results and the wall time."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    point = [*TINY, f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}", "sweep=parallel"]
     start = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "launch.py"),
-                *TINY,
-                f"seed={seed}",
-                f"tracking.uri={uri}",
-                f"tracking.experiment={EXPERIMENT}",
-                "sweep=parallel",
-                f"hydra.run.dir={cwd / 'outputs' / str(seed)}",  # one Hydra folder per job
-            ],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in range(n)
-    ]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    jobs = [[*point, f"seed={seed}", f"hydra.run.dir={cwd / 'outputs' / str(seed)}"] for seed in range(n)]
+    results = launch_together(jobs, cwd, timeout=600)  # one Hydra folder per job
     return results, time.perf_counter() - start
 
 

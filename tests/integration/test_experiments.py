@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
@@ -15,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 from pipeline.config import build, checks
 from pipeline.models import num_params
 from pipeline.slt import llc
-from tests.helpers.config import CONF, ROOT, compose_cfg
+from tests.helpers.config import ROOT, compose_cfg
 from tests.helpers.data_files import write_cifar10, write_mnist, write_tinyimagenet, write_weights
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -31,8 +30,7 @@ VISION = [
 
 def sweep_jobs(name: str) -> list[list[str]]:
     """The override lists `python launch.py -m +experiment=NAME` runs, one per job."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    cfg = compose_cfg([f"+experiment={name}"], hydra=True)
     params = cfg.hydra.sweeper.params or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     return BasicSweeper.split_arguments(parsed, None)[0] or [[]]

@@ -5,16 +5,13 @@ import math
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from pipeline.jobs.opening import JobInfo
 from pipeline.tracking import Tracker
 from tests.helpers.cli import launch
-from tests.helpers.config import CONF
+from tests.helpers.config import compose_cfg
 from tests.helpers.jobs import execute
 from tests.helpers.lm_files import write_checkpoint, write_text
 
-JOB = JobInfo(sweep="test-sweep", name="experiment")
 OWN = [
     "tinystories_sgd",
     "tinystories_adam",
@@ -27,8 +24,7 @@ OWN = [
 
 def compose_experiment(name: str, overrides: list[str] = (), sweep: bool = False):
     """`+experiment=name` composed as launch.py does; with `sweep`, Hydra's section (sweep axes) too."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", [f"+experiment={name}", *overrides], return_hydra_config=sweep)
+    return compose_cfg([f"+experiment={name}", *overrides], hydra=sweep)
 
 
 @pytest.mark.parametrize("name", OWN)

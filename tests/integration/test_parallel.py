@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,7 @@ def test_four_points_two_at_a_time(tmp_path: Path, store: str) -> None:
         known = KNOWN[r.params["seed"]]
         assert r.metrics["alpha"] == pytest.approx(known["alpha"], rel=1e-6)
         assert r.metrics["lambda_final"] == pytest.approx(known["lambda_final"], rel=1e-3, abs=1e-4)
-    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    threads = str(max(1, placement.cores() // 2))
     assert {(r.tags["parallel_jobs"], r.tags["torch_threads"]) for r in runs} == {("2", threads)}
     assert overlapping(runs) == 2  # two at a time, never more
     assert res.stdout.count("Lemma 3.4") == 4  # each job's report
@@ -84,7 +83,7 @@ def test_a_diverging_point_fails_alone_one_job_per_core(tmp_path: Path, store: s
     assert runs["0.05"].status == "FINISHED"
     # The default N: one job per core (joblib's n_jobs=-1), so one thread each.
     assert {(r.tags["parallel_jobs"], r.tags["torch_threads"]) for r in runs.values()} == {
-        (str(len(os.sched_getaffinity(0))), "1")
+        (str(placement.cores()), "1")
     }
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,8 +19,9 @@ import torch
 from pipeline.config import hashes
 from pipeline.jobs import relaunch
 from pipeline.tracking import RunRecord, Tracker
-from tests.helpers.cli import launch
-from tests.helpers.config import ROOT, TINY, compose_cfg
+from tests.helpers.cli import launch, launch_together
+from tests.helpers.cli import start as cli_start
+from tests.helpers.config import TINY, compose_cfg
 
 # 300 steps, a checkpoint (and a resume state, resume.every_s=0) every 30 steps, 10 λ estimates in
 # groups of one checkpoint (llc.max_stacked below one model's 17226 parameters x 2): a few seconds
@@ -36,12 +36,8 @@ def cli(store: str, experiment: str, *extra: str) -> list[str]:
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     """The CLI in the background (its output in cwd/launch.out)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
     with open(cwd / "launch.out", "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env, stdout=out, stderr=out
-        )
+        return cli_start(args, cwd, stdout=out, stderr=out)
 
 
 def wait_for_artifact(cwd: Path, name: str, proc: subprocess.Popen, timeout_s: float = 120) -> Path:
@@ -305,21 +301,7 @@ def test_sigkill_mid_training_of_a_seeds_job_resumes_every_seed(tmp_path: Path, 
 
 def two_at_once(args: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
     """The same point launched twice at the same moment."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={cwd / 'outputs' / str(i)}"],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs)]
+    return launch_together([[*args, f"hydra.run.dir={cwd / 'outputs' / str(i)}"] for i in range(2)], cwd)
 
 
 def test_two_jobs_of_one_point_started_together_make_one_run(tmp_path: Path, store: str) -> None:

@@ -19,8 +19,8 @@ import pytest
 from pipeline.tracking import Tracker
 from pipeline.tracking.names import SUMMARY_METRICS
 from tests.helpers import slurm_cluster
-from tests.helpers.cli import launch
-from tests.helpers.config import ROOT, TINY
+from tests.helpers.cli import launch, start
+from tests.helpers.config import TINY
 
 # TINY without threads=1: a job's threads must come from Slurm's CPUs per task.
 TINY_SLURM = [a for a in TINY if not a.startswith("threads=")]
@@ -142,12 +142,9 @@ def test_four_point_sweep_on_slurm(cluster, tmp_path: Path, store: str) -> None:
 
 
 def sweep_in_background(cluster, cwd: Path, store: str, experiment: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **cluster.env}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, *args]
-    cmd += [f"tracking.uri={store}", f"tracking.experiment={experiment}"]
+    args = ["-m", *SLURM, *args, f"tracking.uri={store}", f"tracking.experiment={experiment}"]
     with open(cwd / "launch.out", "w") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return start(args, cwd, cluster.env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_for_run(tracker: Tracker, proc: subprocess.Popen, cwd: Path, timeout_s: float = 120):

@@ -1,7 +1,5 @@
 """The real config composes; the design's sweep is 16 points as typed; bad values fail in one line."""
 
-from pathlib import Path
-
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -138,14 +136,14 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
 )
 def test_values_of_the_wrong_type_are_one_line_before_hydra(override: str, line: str) -> None:
     """The schema's types, as Hydra would refuse them when it composes, said in one line first."""
-    assert problem([override], Path(CONF)) == line
+    assert problem([override], CONF) == line
     with pytest.raises(ConfigCompositionException):
         compose_cfg([override])
 
 
 def test_a_sweep_is_checked_value_by_value() -> None:
-    assert problem(["-m", "lr=0.1,abc"], Path(CONF)) == "lr=abc is not a number: e.g. lr=1e-2"
-    assert problem(["-m", "lr=0.1,0.2", "seed=range(3)"], Path(CONF)) is None
+    assert problem(["-m", "lr=0.1,abc"], CONF) == "lr=abc is not a number: e.g. lr=1e-2"
+    assert problem(["-m", "lr=0.1,0.2", "seed=range(3)"], CONF) is None
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,8 @@ import re
 import shlex
 
 from pipeline.config.overrides import problem
-from tests.helpers.config import ROOT
+from tests.helpers.config import CONF, ROOT
 
-CONF = ROOT / "conf"
 DOCS = [ROOT / "README.md", ROOT / "launch.py", *CONF.rglob("*.yaml"), *(ROOT / "docs").rglob("*.md")]
 
 

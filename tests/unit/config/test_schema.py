@@ -8,7 +8,6 @@ import importlib
 import typing
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
@@ -61,11 +60,8 @@ def test_run_names_leave_out_every_runtime_key() -> None:
     keys = schema.runtime_overrides()
     assert {k.split(".")[0] for k in keys} == set(names.RUNTIME_KEYS)
     assert {"tracking.uri", "tracking.max_wait_s", "resume.stale_after_s", "seeds"} <= set(keys)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        hydra_cfg = compose(config_name="config", return_hydra_config=True)
-        ablation = compose(
-            config_name="config", overrides=["+experiment=ablation_digits"], return_hydra_config=True
-        )
+    hydra_cfg = compose_cfg(hydra=True)
+    ablation = compose_cfg(["+experiment=ablation_digits"], hydra=True)
     assert list(hydra_cfg.hydra.job.config.override_dirname.exclude_keys) == keys
     assert list(ablation.hydra.job.config.override_dirname.exclude_keys) == [*keys, "experiment"]
 

@@ -1,5 +1,5 @@
 """Causal LMs from a local checkpoint folder and TinyStories text from a local file, written here
-in their real formats (no hub access: HF_HUB_OFFLINE is set by pipeline.language)."""
+in their real formats (no hub access: HF_HUB_OFFLINE is set by pipeline.models.language)."""
 
 import os
 from pathlib import Path
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import language
+from pipeline.data import text as text_data
 from pipeline.errors import UserError
+from pipeline.models import language
 from tests.helpers.lm_files import STORIES, write_checkpoint, write_text
 
 
@@ -21,14 +22,14 @@ def files(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_read_stories_splits_on_end_of_text(tmp_path: Path) -> None:
     path = write_text(tmp_path / "stories.txt", num_stories=3)
-    stories = list(language.read_stories(path))
+    stories = list(text_data.read_stories(path))
     assert stories[:2] == STORIES and len(stories) == 5
-    assert all(language.SEPARATOR not in s and s == s.strip() for s in stories)
+    assert all(text_data.SEPARATOR not in s and s == s.strip() for s in stories)
 
 
 def test_tinystories_blocks_are_the_tokenized_stream(files) -> None:
     text, ckpt = files
-    d = language.tinystories(
+    d = text_data.tinystories(
         batch_size=4, path=str(text), tokenizer=str(ckpt), block_size=16, train_blocks=20, test_blocks=6
     )
     assert d.x_train.shape == (20, 16) and d.x_test.shape == (6, 16) and d.x_train.dtype == torch.long
@@ -37,12 +38,12 @@ def test_tinystories_blocks_are_the_tokenized_stream(files) -> None:
     assert d.num_classes == len(tok) and os.environ["HF_HUB_OFFLINE"] == "1"
     # Every block is a consecutive piece of the stories' tokens, each story ended by <|endoftext|>.
     stream = []
-    for story in language.read_stories(text):
+    for story in text_data.read_stories(text):
         stream += [*tok(story, add_special_tokens=False)["input_ids"], tok.eos_token_id]
     pieces = {tuple(stream[i : i + 16]) for i in range(0, 26 * 16, 16)}
     assert {tuple(b) for b in torch.cat([d.x_train, d.x_test]).tolist()} == pieces
     assert tok.decode(stream[: stream.index(tok.eos_token_id)]) == STORIES[0]
-    again = language.tinystories(4, str(text), str(ckpt), 16, 20, 6)
+    again = text_data.tinystories(4, str(text), str(ckpt), 16, 20, 6)
     assert torch.equal(d.x_train, again.x_train)  # the split is fixed by split_seed
 
 
@@ -75,12 +76,12 @@ def test_missing_checkpoint_names_the_path_and_how_to_get_it(tmp_path: Path) -> 
 def test_missing_or_short_text_is_one_line(tmp_path: Path, files) -> None:
     _, ckpt = files
     with pytest.raises(UserError, match="TinyStories text not found at .*nowhere.txt") as e:
-        language.tinystories(4, str(tmp_path / "nowhere.txt"), str(ckpt))
+        text_data.tinystories(4, str(tmp_path / "nowhere.txt"), str(ckpt))
     assert "\n" not in str(e.value)
     short = tmp_path / "short.txt"
     short.write_text("One tiny story.")
     with pytest.raises(UserError, match="holds only 0 blocks"):
-        language.tinystories(4, str(short), str(ckpt), block_size=16, train_blocks=4, test_blocks=1)
+        text_data.tinystories(4, str(short), str(ckpt), block_size=16, train_blocks=4, test_blocks=1)
 
 
 def test_block_longer_than_the_context_is_refused(files) -> None:
@@ -97,15 +98,15 @@ def test_synthetic_stories_are_written_once_and_reused(tmp_path: Path) -> None:
         "train_blocks": 40,
         "test_blocks": 8,
     }
-    d = language.synthetic_stories(8, str(tmp_path / "syn"), **kwargs)
+    d = text_data.synthetic_stories(8, str(tmp_path / "syn"), **kwargs)
     model_dir = tmp_path / "syn" / "model"
     stamp = (model_dir / "config.json").stat().st_mtime_ns
-    again = language.synthetic_stories(8, str(tmp_path / "syn"), **kwargs)
+    again = text_data.synthetic_stories(8, str(tmp_path / "syn"), **kwargs)
     assert torch.equal(d.x_train, again.x_train)
     assert (model_dir / "config.json").stat().st_mtime_ns == stamp  # not rewritten
     assert language.causal_lm(str(model_dir), in_features=16, num_classes=d.num_classes).context == 32
     with pytest.raises(UserError, match="holds a stand-in made with other settings"):
-        language.synthetic_stories(8, str(tmp_path / "syn"), **{**kwargs, "num_stories": 100})
+        text_data.synthetic_stories(8, str(tmp_path / "syn"), **{**kwargs, "num_stories": 100})
 
 
 def test_incomplete_checkpoint_is_one_line(tmp_path: Path) -> None:

@@ -12,6 +12,17 @@ from pipeline.tracking.names import SUMMARY_METRICS
 from pipeline.training.loop import Diverged
 from tests.helpers.jobs import JOB, execute
 
+# The tiny job's numbers (one torch thread; the same as before the redesign): α reproduces to
+# ~1e-8 on other thread counts, λ to ~1e-4.
+TINY_KNOWN = {
+    "lambda_final": 0.25570840,
+    "lambda_bar": 0.16956604,
+    "alpha": 1.32181280,
+    "r2": 0.99033120,
+    "d_s": 0.67599728,
+    "test_acc": 0.37819800,
+}
+
 
 def metric_history(tracker, run_id, key):
     return tracker.client.get_metric_history(run_id, key)
@@ -52,6 +63,11 @@ def test_full_run_records_the_contract(tiny_cfg) -> None:
 
     result = tracker.load_json(run_id, "fit")
     assert (result["t_start"], result["t_end"], result["n_points"]) == (30, 90, 3)
+    for key in ("alpha", "r2"):
+        assert metrics[key] == pytest.approx(TINY_KNOWN[key], rel=1e-6), key
+    for key in ("lambda_final", "lambda_bar", "d_s"):
+        assert metrics[key] == pytest.approx(TINY_KNOWN[key], rel=1e-3), key
+    assert metrics["test_acc"] == pytest.approx(TINY_KNOWN["test_acc"], abs=1e-6)
     assert metrics["d_s"] == pytest.approx(2 * metrics["lambda_final"] * metrics["alpha"])
     assert metrics["d_walk"] == pytest.approx(1 / metrics["alpha"])
     assert tags["verdict.lemma_3_4"] == fit.verdict(metrics["d_s"], metrics["lambda_final"])

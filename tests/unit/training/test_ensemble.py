@@ -16,10 +16,8 @@ from tests.helpers.jobs import execute
 
 def train_ensemble(cfg, data, seeds):
     """The ensemble stage's training: one stacked model per seed, the run config's optimizer."""
-    stacked = Stacked.from_models(build.models(cfg, data, seeds))
     steps = checks.check_with_data(cfg, data.n_train, data.steps_per_epoch)
-    plan = build.plan(cfg, steps, keep_checkpoints=True)
-    optimizer = build.optimizer(cfg, stacked.trainable())
+    stacked, optimizer, plan = build.ensemble(cfg, data, seeds, steps)
     return ensemble.train(stacked, optimizer, build.task(cfg), data, seeds, plan, "cpu")
 
 
@@ -27,30 +25,15 @@ MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", 
 
 
 @pytest.mark.parametrize("optimizer,batch_norm", [("sgd", False), ("adam", False), ("sgd", True)])
-def test_member_matches_its_one_by_one_twin(tiny_cfg, store, optimizer, batch_norm) -> None:
+def test_member_matches_its_one_by_one_twin(tiny_cfg, optimizer, batch_norm) -> None:
     lr = "lr=0.05" if optimizer == "sgd" else "lr=0.01"
-    cfg = tiny_cfg(
-        *MOONS,
-        f"optimizer={optimizer}",
-        lr,
-        "seed=5",
-        "optimizer.weight_decay=0.01",
-        f"model.batch_norm={batch_norm}",
-    )
+    point = [*MOONS, f"optimizer={optimizer}", lr, "seed=5", "optimizer.weight_decay=0.01"]
+    point.append(f"model.batch_norm={batch_norm}")
+    cfg = tiny_cfg(*point)
     data = build.data(cfg)
     trained = train_ensemble(cfg, data, seeds=[3, 5, 11])
 
-    tracker, run_id, _ = execute(
-        tiny_cfg(
-            *MOONS,
-            f"optimizer={optimizer}",
-            lr,
-            "seed=5",
-            "optimizer.weight_decay=0.01",
-            f"model.batch_norm={batch_norm}",
-            "stages=[train]",
-        )
-    )
+    tracker, run_id, _ = execute(tiny_cfg(*point, "stages=[train]"))
     twin_traj = tracker.load_table(run_id, "trajectory")
     ckpt = tracker.download_dir(run_id, "checkpoints/step_00000040.pt", None)
     twin_w = torch.load(ckpt)
