@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline.tracking import names
+
 VERDICTS = ("holds", "within_error", "violated", "n/a")
 
 
@@ -126,7 +128,8 @@ def negatives(table: pd.DataFrame) -> list[str]:
             lines.append(
                 f"negative {col}: {len(neg)} runs" + (f" ({', '.join(map(str, neg))})" if neg else "")
             )
-    for tag in ("llc.negative_estimates", "llc.nonstationary_estimates", "llc.failed_estimates"):
+    flags = (names.LLC_NEGATIVE, names.LLC_NONSTATIONARY, names.LLC_RHAT_HIGH, names.LLC_ESS_LOW)
+    for tag in (*flags, names.LLC_FAILED):
         if tag in table:
             n = pd.to_numeric(table[tag], errors="coerce")
             lines.append(

@@ -52,9 +52,10 @@ class Case:
         )
 
     def ours(self, mode: Mode) -> list[str]:
-        """launch.py overrides of this case in `mode`."""
+        """launch.py overrides of this case in `mode`: Table 3's SGLD settings (`llc=paper`), the
+        baseline's, whatever the product's default preset."""
         sizes = {"train.steps": mode.steps, "llc.every": mode.llc_every, "llc.num_draws": mode.draws}
-        return self._sized(
+        return ["llc=paper"] + self._sized(
             self.overrides, mode, [f"{k}={v}" for k, v in sizes.items()] + [f"llc.last={mode.last}"]
         )
 

@@ -72,6 +72,7 @@ def check(cfg: DictConfig) -> None:
         )
     if "calibrate" in stages:
         check_calibrate(cfg.calibrate)
+    check_search(cfg, family[0])
     boot = cfg.fit.bootstrap
     if int(boot.samples) < 100 or not 0 < float(boot.level) < 1:
         raise UserError("fit.bootstrap needs samples ≥ 100 and 0 < level < 1, e.g. samples=1000 level=0.95")
@@ -86,6 +87,8 @@ def check(cfg: DictConfig) -> None:
             f"resume.stale_after_s={r.stale_after_s} > 120 (two heartbeats), "
             "e.g. resume.every_s=120 resume.stale_after_s=900"
         )
+    if cfg.llc.get("init_loss", "batches") not in ("batches", "full"):
+        raise UserError(f"llc.init_loss={cfg.llc.init_loss}: choose batches (devinterp's) or full (L_n)")
     if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
         raise UserError(f"llc.method={cfg.llc.method}: choose batched or serial")
     if cfg.threads is not None and int(cfg.threads) < 1:
@@ -122,6 +125,40 @@ def check_calibrate(c: DictConfig) -> None:
     for key in ("num_draws", "num_chains"):
         if c[key] is not None and int(c[key]) < 1:
             raise UserError(f"calibrate.{key}={c[key]} must be ≥ 1, or null for the llc setting")
+
+
+def check_search(cfg: DictConfig, first: str) -> None:
+    """The automatic calibration (`llc.calibration`): its ladder and lists, and that the job's λ
+    comes from the llc stage's checkpoints (online and ensemble estimates take fixed settings)."""
+    c = cfg.llc.get("calibration")
+    if c is None or not c.get("enabled", False):
+        return
+    for key in ("lr", "localization", "nbeta_factor"):
+        values = c.get(key)
+        if values is not None and (not OmegaConf.is_list(values) or len(values) == 0):
+            raise UserError(f"llc.calibration.{key}={values} must be a non-empty list, e.g. [1e-5,1e-4]")
+    lrs = [float(v) for v in c.get("lr") or [1.0]]
+    if any(not v > 0 for v in lrs) or lrs != sorted(lrs):
+        raise UserError(f"llc.calibration.lr={lrs}: step sizes > 0, smallest first, e.g. [1e-5,1e-4,1e-3]")
+    if any(not float(v) >= 0 for v in c.get("localization") or []):
+        raise UserError(f"llc.calibration.localization={list(c.localization)}: every value must be ≥ 0")
+    if any(not float(v) > 0 for v in c.get("nbeta_factor") or []):
+        raise UserError(f"llc.calibration.nbeta_factor={list(c.nbeta_factor)}: every factor must be > 0")
+    for key in ("draws", "max_draws"):
+        if key in c and int(c[key]) < 4:
+            raise UserError(f"llc.calibration.{key}={c[key]} must be ≥ 4 (R-hat and ESS need 4 draws)")
+    if "plateau" in c and not float(c.plateau) > 0:
+        raise UserError(f"llc.calibration.plateau={c.plateau} must be > 0, e.g. 0.1")
+    if cfg.llc.online:
+        raise UserError(
+            "llc.online=true estimates during training, before any checkpoint to calibrate on: "
+            "add llc=paper or llc.calibration.enabled=false"
+        )
+    if first == "ensemble":
+        raise UserError(
+            "the ensemble stage estimates λ with fixed SGLD settings, not calibrated ones: "
+            "add llc=paper or llc.calibration.enabled=false"
+        )
 
 
 def check_posterior(cfg: DictConfig, stages: list[str]) -> None:

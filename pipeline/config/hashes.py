@@ -3,7 +3,8 @@
 `config_hash` (tag `config_hash`) is the point: every value except the runtime keys
 (`names.RUNTIME_KEYS`: where and how the job runs); re-launching a point finds its runs by it.
 `train_hash` (tag `train_hash`) is what decides the training trajectory and the checkpoints kept;
-a stage re-run without `run_id` finds the newest run trained that way by it.
+a stage re-run without `run_id` finds the newest run trained that way by it. `calibration_hash`
+(tag `llc.calibration_key`) is what one automatic SGLD calibration is shared by.
 """
 
 from __future__ import annotations
@@ -59,4 +60,13 @@ def train_hash(cfg: DictConfig) -> str:
     keep["llc"] = {"every": d["llc"]["every"], "online": d["llc"]["online"]}
     if "ensemble" in d:  # only ensemble runs carry it, so other runs keep their hashes
         keep["ensemble"] = d["ensemble"]
+    return _digest(keep)
+
+
+def calibration_hash(cfg: DictConfig) -> str:
+    """Hash of what one automatic SGLD calibration holds for: the training config but its seed (the
+    seeds of a point share it, so their λ are comparable) and the llc settings but their seed."""
+    d = as_dict(cfg)
+    keep = {k: d.get(k) for k in TRAIN_KEYS if k != "seed"}
+    keep["llc"] = {k: v for k, v in d["llc"].items() if k != "seed"}
     return _digest(keep)

@@ -55,6 +55,7 @@ class LLC(Settings):
     last: int = 10
     method: str = "batched"
     max_stacked: int = 20_000_000
+    calibration: Any = None  # the automatic calibration (`slt.settings.Search`), checked by `checks`
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,13 @@ def run(tracker: Tracker, run_id: str) -> str:
         f"  d_s = 2·λ_final·α = {m['d_s']:.4g}{_interval(metrics)}   d_walk = 1/α = {m['d_walk']:.4g}",
         f"  λ diagnostics: {tags.get(names.LLC_NEGATIVE, 'n/a')} negative, "
         f"{tags.get(names.LLC_NONSTATIONARY, 'n/a')} non-stationary, "
+        f"{tags.get(names.LLC_RHAT_HIGH, 'n/a')} R-hat high, {tags.get(names.LLC_ESS_LOW, 'n/a')} ESS low, "
         f"{tags.get(names.LLC_FAILED, 'n/a')} failed of {tags.get(names.LLC_ESTIMATES, 'n/a')} estimates",
+        f"                 median R-hat {tags.get(names.LLC_RHAT_MEDIAN, 'n/a')}, "
+        f"median bulk ESS {tags.get(names.LLC_ESS_MEDIAN, 'n/a')}; "
+        f"λ_final ± {metrics.get('lambda_final_mcse', float('nan')):.2g} (MCSE), "
+        f"± {metrics.get('lambda_final_std', float('nan')):.2g} "
+        f"(sd of its {tags.get(names.LLC_LAST, 'n/a')} estimates)",
         f"  test acc = {m['test_acc']:.4f}   gen error (test − train loss) = {m['gen_error']:.4g}   "
         f"parameters = {int(m['num_params']) if m['num_params'] == m['num_params'] else 'n/a'}",
         f"  Lemma 3.4      d_s ≤ λ_final: {tags.get(names.LEMMA_3_4, 'n/a')}",

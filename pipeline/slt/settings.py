@@ -46,11 +46,16 @@ class Chains:
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """The stationarity test's batch means and the thresholds that flag an estimate."""
+    """The thresholds that flag an estimate: the stationarity test's batch means, |z| and drift;
+    rank-normalized split-R-hat above `max_rhat`, bulk or tail ESS below `min_ess_per_chain` per
+    chain (Vehtari et al. 2021, the rules ArviZ's diagnostics implement: R-hat < 1.01, ESS > 100
+    per chain)."""
 
     batches: int = 20
     max_z: float = 3.0
     max_drift: float = 0.1
+    max_rhat: float = 1.01
+    min_ess_per_chain: float = 100.0
 
     @classmethod
     def of(cls, values: Mapping | None) -> Diagnostics:
@@ -60,7 +65,9 @@ class Diagnostics:
 @dataclass(frozen=True)
 class Settings:
     """devinterp SGLD for λ: step size ε (`lr`), localization γ, nβ (None: batch / log batch),
-    chains, draws, burn-in, steps between draws, the seed estimates derive theirs from."""
+    chains, draws, burn-in, steps between draws, the seed estimates derive theirs from, and the
+    loss at w_t λ̂ is measured from (`init_loss`): `batches`, devinterp's (the mean over
+    `num_chains` minibatches), or `full`, L_n(w_t) on the whole training set (eq. 25's own)."""
 
     lr: float = 1e-5
     localization: float = 100.0
@@ -70,6 +77,7 @@ class Settings:
     num_burnin_steps: int = 0
     num_steps_bw_draws: int = 1
     seed: int = 0
+    init_loss: str = "batches"
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
     @classmethod
@@ -116,3 +124,37 @@ class Window:
     def of(cls, values: Mapping | Window) -> Window:
         """The fit settings among `values` (e.g. the config's `fit` block; other keys are ignored)."""
         return from_mapping(cls, values)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The automatic calibration (`llc.calibration`, `pipeline.slt.calibration`): on one checkpoint,
+    for each localization γ and nβ factor in turn (the order given is the order of preference), SGLD
+    step sizes ε from the largest down, a burn-in and draws of `relaxations` localization time
+    constants 2/(εγ) each (at least the preset's burn-in and `draws`; at most `max_steps` steps per
+    chain in all), until two neighbouring steps agree
+    (within `plateau`·|λ̂| plus their combined Monte-Carlo error), both usable (succeeded, λ̂ > 0,
+    stationary, R-hat at most `max_rhat`); the larger is chosen. The estimates' draws are then sized
+    for the ESS bound (`min_ess_per_chain` per chain) with a margin of `margin`, between the preset's
+    `num_draws` and `max_draws`."""
+
+    enabled: bool = False
+    step: int | None = field(default=None, metadata={"example": "3000"})
+    lr: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    localization: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    nbeta_factor: tuple[float, ...] = (1.0,)
+    draws: int = 200
+    relaxations: float = 3.0
+    max_steps: int = 8000
+    max_rhat: float = 1.05
+    plateau: float = 0.1
+    margin: float = 3.0
+    max_draws: int = 4000
+
+    @classmethod
+    def of(cls, values: Mapping | Search | None) -> Search:
+        found = from_mapping(cls, values)
+        as_tuple = {
+            k: tuple(float(v) for v in getattr(found, k)) for k in ("lr", "localization", "nbeta_factor")
+        }
+        return dataclasses.replace(found, **as_tuple)

@@ -14,7 +14,8 @@ draw, loss), `calibration/traces_nbeta_x<factor>.png` (a grid of trace plots, ro
 `calibration.json` (the recommendation and its rule) and tag `calibrate.recommended` (overrides to
 paste, e.g. `llc.lr=0.0001 llc.localization=10 llc.nbeta=null`, or `none`).
 
-Recommendation rule: among settings whose estimate succeeded, is positive and is stationary, the
+Recommendation rule: among usable settings (`pipeline.slt.calibration.usable`: succeeded, positive,
+stationary, R-hat in bounds), the
 largest step size (the chain travels furthest in the same number of draws; too large a step is
 what the flags catch: divergence, negative λ̂ or a falling trace), then the smallest localization
 (least pull towards w_t), then the nβ factor closest to 1 (the paper's nβ). A step so small that
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import tempfile
 from pathlib import Path
 
@@ -34,15 +36,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.config import build
+from pipeline.config import build, hashes
 from pipeline.errors import UserError
 from pipeline.progress import bar
-from pipeline.slt import llc
-from pipeline.slt.settings import Settings
+from pipeline.slt import calibration, llc
+from pipeline.slt.settings import Search, Settings
 from pipeline.stages import inputs
 from pipeline.stages.context import Context, Member
-from pipeline.stages.llc import method_for
-from pipeline.tracking import names
+from pipeline.tracking import Tracker, names
 
 
 def settings(cfg: DictConfig, base: float) -> list[dict]:
@@ -56,7 +57,7 @@ def settings(cfg: DictConfig, base: float) -> list[dict]:
 
 def recommend(table: pd.DataFrame) -> pd.Series | None:
     """The recommended row (see the module docstring), or None when no setting is usable."""
-    usable = table[(table["status"] == "ok") & ~table["negative"] & ~table["nonstationary"]]
+    usable = table[table.apply(lambda r: calibration.usable(r.to_dict()), axis=1)]
     if usable.empty:
         return None
     order = usable.assign(dist=(np.log(usable["nbeta_factor"])).abs())
@@ -85,12 +86,16 @@ def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path) -
     )
     for (i, gamma), (j, lr) in itertools.product(enumerate(gammas), enumerate(lrs)):
         ax = axes[i, j]
-        row = sub[(sub["lr"] == lr) & (sub["localization"] == gamma)].iloc[0]
+        cell = sub[(sub["lr"] == lr) & (sub["localization"] == gamma)]
+        if cell.empty:  # the automatic search stops a ladder early: nothing was run there
+            ax.set_axis_off()
+            continue
+        row = cell.iloc[0]
         tr = traces[traces["setting"] == row["setting"]]
         for _, chain in tr.groupby("chain"):
             ax.plot(chain["draw"], chain["loss"], lw=0.7)
         ax.axhline(row["init_loss"], color="k", ls="--", lw=0.7)
-        flags = [k for k in ("negative", "nonstationary") if row[k]]
+        flags = [k for k in llc.FLAGS if row.get(k, False)]
         if row["status"] != "ok":
             flags = ["diverged"]
         bad = bool(flags) or row["status"] != "ok"
@@ -132,7 +137,7 @@ def run(ctx: Context, members: list[Member]) -> dict:
         path = tracker.download_file(run_id, kept[step], Path(tmp))
         state = inputs.load_checkpoint(run_id, path, cfg.device)
     # The llc stage's estimator: stacked for classifiers, devinterp's own for models it does not stack.
-    batched = method_for(cfg.llc, task) == "batched"
+    batched = llc.method_for(cfg.llc.get("method", "batched"), task) == "batched"
     if not batched:
         model.load_state_dict(state)
     grid = settings(cfg, llc.nbeta(cfg.llc.nbeta, data.batch_size))
@@ -173,11 +178,104 @@ def run(ctx: Context, members: list[Member]) -> dict:
     result = {
         "step": step,
         "recommended": chosen,
-        "rule": "usable = ok, λ̂ > 0, stationary; then largest lr, smallest localization, "
+        "rule": "usable = ok, λ̂ > 0, stationary, R-hat in bounds; then largest lr, smallest localization, "
         "nβ factor closest to 1",
-        "usable": int(((table["status"] == "ok") & ~table["negative"] & ~table["nonstationary"]).sum()),
+        "usable": int(table.apply(lambda r: calibration.usable(r.to_dict()), axis=1).sum()),
         "settings": len(table),
     }
     tracker.log_json(run_id, result, names.CALIBRATION)
     tracker.set_tags(run_id, {names.CALIBRATE_RECOMMENDED: chosen, names.CALIBRATE_STEP: step})
     return result
+
+
+def _estimator(model, state: dict, data, step: int, device: str, task, batched: bool):
+    """`estimate(settings) -> row` on one checkpoint with the llc stage's own estimator."""
+    if not batched:
+        model.load_state_dict(state)
+
+    def estimate(at: Settings) -> dict:
+        if batched:
+            return llc.estimate_many(model, [state], data, at, [step], device, task)[0]
+        return llc.estimate(model, data, at, step, device, task.sgld_loss)
+
+    return estimate
+
+
+def _stored(tracker: Tracker, members: list[Member], key: str) -> tuple[dict, str] | None:
+    """A calibration recorded for `key`: a member's own (a resumed stage keeps it), else the oldest
+    run's that holds one."""
+    mine = [tracker.get_run(m.run_id) for m in members]
+    for r in [*mine, *reversed(tracker.find_runs({names.LLC_CALIBRATION_KEY: key}))]:
+        if r.tags.get(names.LLC_CALIBRATION_KEY) == key and names.LLC_CALIBRATION_CHOICE in r.tags:
+            return json.loads(r.tags[names.LLC_CALIBRATION_CHOICE]), r.tags[names.LLC_CALIBRATED_FROM]
+    return None
+
+
+def automatic(
+    ctx: Context, members: list[Member], kept: list[tuple[int, Path]], data, model, task, base: Settings
+) -> Settings:
+    """The llc stage's settings under `llc.calibration.enabled`: those of the calibration recorded for
+    the members' training config (`hashes.calibration_hash`), else those the search
+    (`pipeline.slt.calibration`) finds on the first member's checkpoint `llc.calibration.step`
+    (default its last, `kept` being its checkpoints), recorded there: `llc_calibration.parquet` (every
+    setting tried), `llc_calibration_traces.parquet`, `llc_calibration/traces_nbeta_x<f>.png`,
+    `llc_calibration.json`. Every member gets tags `llc.calibration_key`, `llc.calibration` (the
+    choice, JSON) and `llc.calibrated_from` (the run searched on)."""
+    cfg, tracker = ctx.cfg, ctx.tracker
+    search = Search.of(cfg.llc.calibration)
+    key = hashes.calibration_hash(members[0].cfg)
+    stored = _stored(tracker, members, key)
+    if stored is not None:
+        choice, source = stored
+    else:
+        choice, source = (
+            _search(ctx, members[0], kept, data, model, task, base, search, key),
+            members[0].run_id,
+        )
+    tags = {
+        names.LLC_CALIBRATION_KEY: key,
+        names.LLC_CALIBRATION_CHOICE: json.dumps(choice, sort_keys=True),
+        names.LLC_CALIBRATED_FROM: source,
+    }
+    for m in members:
+        tracker.set_tags(m.run_id, tags)
+    return calibration.apply(base, choice)
+
+
+def _search(ctx, member, kept, data, model, task, base: Settings, search: Search, key: str) -> dict:
+    """Run the search on `member`'s checkpoint and record it on its run; returns the choice."""
+    cfg, tracker = ctx.cfg, ctx.tracker
+    trained = {s: f for s, f in kept if s > 0}
+    if not trained:
+        raise UserError(f"run {member.run_id} kept no trained checkpoint to calibrate the SGLD settings on")
+    step = int(search.step) if search.step is not None else max(trained)
+    if step not in trained:
+        raise UserError(
+            f"llc.calibration.step={step} is not a kept checkpoint: choose one of {sorted(trained)}"
+        )
+    state = inputs.load_checkpoint(member.run_id, trained[step], cfg.device)
+    batched = llc.method_for(cfg.llc.get("method", "batched"), task) == "batched"
+    estimate = _estimator(model, state, data, step, cfg.device, task, batched)
+    base = dataclasses.replace(base, seed=int(member.cfg.llc.seed))
+    rows, choice = calibration.search(estimate, base, search, llc.nbeta(base.nbeta, data.batch_size))
+    choice |= {"step": step, "chains": base.num_chains}
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "trace"} for r in rows])
+    table.insert(0, "setting", range(len(table)))
+    table["step"] = step
+    chosen = (table["lr"] == choice["lr"]) & (table["localization"] == choice["localization"])
+    table["chosen"] = chosen & (table["nbeta_factor"] == choice["nbeta_factor"])
+    traces = [llc.trace_table(r["trace"], setting=k) for k, r in enumerate(rows) if r["trace"] is not None]
+    trace_table = (
+        pd.concat(traces, ignore_index=True)
+        if traces
+        else pd.DataFrame(columns=["setting", "chain", "draw", "loss"])
+    )
+    tracker.log_table(member.run_id, table, names.LLC_CALIBRATION)
+    tracker.log_table(member.run_id, trace_table, names.LLC_CALIBRATION_TRACES)
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in sorted(table["nbeta_factor"].unique()):
+            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png")
+        tracker.log_dir(member.run_id, Path(tmp), names.LLC_CALIBRATION)
+    found = {"key": key, "choice": choice, "search": dataclasses.asdict(search), "tried": len(table)}
+    tracker.log_json(member.run_id, found, names.LLC_CALIBRATION)
+    return choice

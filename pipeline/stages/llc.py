@@ -1,14 +1,21 @@
 """Stage 2, llc: λ(t) with devinterp's SGLD estimator at every kept checkpoint.
 
 Reads from each run: `config.yaml` (to rebuild data and model) and `checkpoints/step_*.pt`.
-Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, and the diagnostics
-`negative`, `nonstationary`, `trace_drift`, `trace_drift_z`; see `pipeline.slt.llc`),
-`llc_traces.parquet` (the loss at every draw, per chain), step metric `llc`, summary `lambda_final`
-(mean of the last `llc.last` estimates, G.1), `lambda_final_std` (their standard deviation) and
-`lambda_bar` (time average over the run, Corollary 3.3), tags `llc.method`, `llc.nbeta_used`,
-`llc.model_mode`, `llc.last`, `llc.estimates` and the counts `llc.failed_estimates`,
-`llc.negative_estimates`, `llc.nonstationary_estimates`. While it runs, `llc_partial.parquet` (the
-estimates so far, for a resumed stage; `Partial`), removed when the stage completes.
+Writes: `llc.parquet` (step, llc, llc_std, init_loss, nbeta, status, the diagnostics `rhat`,
+`ess_bulk`, `ess_tail`, `llc_mcse`, `trace_drift`, `trace_drift_z` and the flags `negative`,
+`nonstationary`, `rhat_high`, `ess_low`; see `pipeline.slt.llc`), `llc_traces.parquet` (the loss
+at every draw, per chain), step metric `llc`, summary `lambda_final` (mean of the last `llc.last`
+estimates, G.1), `lambda_final_std` (their standard deviation), `lambda_final_mcse` (its
+Monte-Carlo error) and `lambda_bar` (time average over the run, Corollary 3.3), tags `llc.method`,
+`llc.nbeta_used`, `llc.model_mode`, `llc.last`, `llc.estimates`, the medians `llc.rhat_median`,
+`llc.ess_bulk_median` and the counts `llc.failed_estimates`, `llc.negative_estimates`,
+`llc.nonstationary_estimates`, `llc.rhat_high_estimates`, `llc.ess_low_estimates`, and
+`llc.settings_used` (the sampler settings every estimate used). While it runs,
+`llc_partial.parquet` (the estimates so far, for a resumed stage; `Partial`), removed when the
+stage completes.
+
+Under `llc.calibration.enabled` (the `calibrated` preset) the settings are those of the automatic
+calibration (`pipeline.stages.calibrate.automatic`), one setting for every estimate of the run.
 
 `llc.method=batched` (the default) estimates every checkpoint of every member in stacked passes of
 the sampler core (`llc.max_stacked` parameters at most per pass); `serial` calls devinterp's own
@@ -32,26 +39,20 @@ from pipeline.config import build
 from pipeline.errors import UserError
 from pipeline.interrupts import INTERRUPTS, interruption
 from pipeline.models import num_params
-from pipeline.models.tasks import Classification, Task
 from pipeline.progress import bar
 from pipeline.slt import llc
-from pipeline.slt.settings import Settings
-from pipeline.stages import inputs
+from pipeline.slt.settings import Search, Settings
+from pipeline.stages import calibrate, inputs
 from pipeline.stages.context import Context, Member
 from pipeline.tracking import Tracker, names
 
 
-def method_for(llc_cfg: DictConfig, task: Task) -> str:
-    """How the llc stage runs its estimates: `llc.method` (batched or serial), serial for tasks
-    whose models are not stacked (language models: HuggingFace modules are not vmapped here)."""
-    method = str(llc_cfg.get("method", "batched"))
-    if method not in ("batched", "serial"):
-        raise UserError(f"llc.method={method}: choose batched or serial")
-    return method if isinstance(task, Classification) else "serial"
-
-
-def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> dict[str, float]:
-    """Log λ(t), its traces and the summary to the run; returns the summary."""
+def record(
+    tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig, settings: Settings | None = None
+) -> dict[str, float]:
+    """Log λ(t), its traces and the summary to the run (`settings`: those every estimate used,
+    default the config's); returns the summary."""
+    settings = settings or Settings.of(cfg.llc)
     table, traces = llc.tables(rows)
     tracker.log_table(run_id, table, names.LLC)
     if not traces.empty:
@@ -60,21 +61,36 @@ def record(tracker: Tracker, run_id: str, rows: list[dict], cfg: DictConfig) -> 
     summary = llc.summarize(table, int(cfg.llc.last))
     tracker.log_summary(run_id, summary)
     failed = int((table["status"] != "ok").sum())
-    flags = {k: int(table[k].sum()) if k in table else 0 for k in ("negative", "nonstationary")}
+    flags = {k: int(table[k].sum()) if k in table else 0 for k in llc.FLAGS}
+    ok = table[table["status"] == "ok"]
     tracker.set_tags(
         run_id,
         {
             names.LLC_MODEL_MODE: "train (devinterp samples in train mode; batch norm uses batch stats)",
             names.LLC_NBETA: f"{table['nbeta'].iloc[0]:.6g}"
-            + (" (batch/log batch)" if cfg.llc.nbeta is None else " (set)"),
+            + (" (batch/log batch)" if settings.nbeta is None else " (set)"),
+            names.LLC_SETTINGS: settings_line(settings),
             names.LLC_FAILED: failed,
             names.LLC_LAST: int(cfg.llc.last),  # how many estimates λ_final averages (fit resamples them)
             names.LLC_NEGATIVE: flags["negative"],
             names.LLC_NONSTATIONARY: flags["nonstationary"],
+            names.LLC_RHAT_HIGH: flags["rhat_high"],
+            names.LLC_ESS_LOW: flags["ess_low"],
+            names.LLC_RHAT_MEDIAN: f"{ok['rhat'].median():.4g}" if "rhat" in ok else "n/a",
+            names.LLC_ESS_MEDIAN: f"{ok['ess_bulk'].median():.4g}" if "ess_bulk" in ok else "n/a",
             names.LLC_ESTIMATES: len(table),
         },
     )
     return summary
+
+
+def settings_line(s: Settings) -> str:
+    """The sampler settings an estimate used, in one line (tag `llc.settings_used`)."""
+    nb = "batch/log batch" if s.nbeta is None else f"{float(s.nbeta):.6g}"
+    return (
+        f"ε={s.lr:g} γ={s.localization:g} nβ={nb} chains={s.num_chains} "
+        f"burn-in={s.num_burnin_steps} draws={s.num_draws} every={s.num_steps_bw_draws}"
+    )
 
 
 class Partial:
@@ -156,9 +172,11 @@ def run(ctx: Context, members: list[Member]) -> None:
         # (member, step, checkpoint file) for every estimate to make, member by member, by step.
         work: list[tuple[int, int, Path]] = []
         partials: list[Partial] = []
+        first_kept: list[tuple[int, Path]] = []
         for i, (m, trained) in enumerate(todo):
             every = int(trained.llc.every)
             kept = inputs.checkpoints(tracker, m.run_id, Path(tmp) / str(i))
+            first_kept = first_kept or kept
             chosen = [(s, f) for s, f in kept if s > 0 and s % every == 0]
             if not chosen:
                 raise UserError(
@@ -173,11 +191,15 @@ def run(ctx: Context, members: list[Member]) -> None:
         data = build.data(trained)
         model = build.model(trained, data).to(cfg.device)
         task = build.task(trained)
-        method = method_for(cfg.llc, task)
+        method = llc.method_for(cfg.llc.get("method", "batched"), task)
         for m, _ in todo:
             tracker.set_tags(m.run_id, {names.LLC_METHOD: method})
+        settings = Settings.of(cfg.llc)
+        if Search.of(cfg.llc.get("calibration")).enabled:  # one setting for every estimate of the job
+            members_todo = [m for m, _ in todo]
+            settings = calibrate.automatic(ctx, members_todo, first_kept, data, model, task, settings)
         try:
-            _estimate(ctx, todo, work, partials, data, model, task, method)
+            _estimate(ctx, todo, work, partials, data, model, task, method, settings)
         except BaseException as e:
             if interruption(e) is not None:  # keep what was estimated for the resumed run
                 for partial in partials:
@@ -185,18 +207,18 @@ def run(ctx: Context, members: list[Member]) -> None:
             raise
     INTERRUPTS.hold()  # the job acts on a signal after marking the stage done
     for (m, _), partial in zip(todo, partials):
-        record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg)
+        record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg, settings)
         partial.clear()
 
 
-def _estimate(ctx, todo, work, partials, data, model, task, method: str) -> None:
+def _estimate(ctx, todo, work, partials, data, model, task, method: str, settings: Settings) -> None:
     """Every estimate of `work`, in stacked groups or one by one, into the members' partial rows."""
     cfg, device = ctx.cfg, ctx.cfg.device
-    settings = Settings.of(cfg.llc)
     # Each member's own sampler seed (a seed sweep's members: their seeds), as its one-by-one run's.
     seeds = [int(m.cfg.llc.seed) for m, _ in todo]
     if method == "batched":
-        groups = llc.stacked_groups(len(work), num_params(model), int(cfg.llc.max_stacked))
+        size = num_params(model) * int(settings.num_chains)  # every chain is a member of the stack
+        groups = llc.stacked_groups(len(work), size, int(cfg.llc.max_stacked))
         for group in bar(cfg.progress, iterable=groups, desc=f"llc ({len(work)} estimates, batched)"):
             part = [work[k] for k in group]
             states = [inputs.load_checkpoint(todo[i][0].run_id, f, device) for i, _, f in part]

@@ -22,6 +22,8 @@ RESUME = "resume"  # folder of the train stage's resume state, while it runs
 RESUME_STATE = f"{RESUME}/train.pt"
 CALIBRATION = "calibration"  # table, JSON recommendation, and the folder of trace plots
 CALIBRATION_TRACES = "calibration_traces"
+LLC_CALIBRATION = "llc_calibration"  # the llc stage's own search: table, JSON choice, trace plots
+LLC_CALIBRATION_TRACES = "llc_calibration_traces"
 MEMBERS = "members"  # the ensemble stage: one row per member
 MEMBER_TRAJECTORY = "member_trajectory"
 MEMBER_EVALS = "member_evals"
@@ -86,6 +88,14 @@ LLC_ESTIMATES = "llc.estimates"
 LLC_FAILED = "llc.failed_estimates"
 LLC_NEGATIVE = "llc.negative_estimates"
 LLC_NONSTATIONARY = "llc.nonstationary_estimates"
+LLC_RHAT_HIGH = "llc.rhat_high_estimates"  # R-hat above llc.diagnostics.max_rhat
+LLC_ESS_LOW = "llc.ess_low_estimates"  # bulk or tail ESS below llc.diagnostics.min_ess_per_chain per chain
+LLC_RHAT_MEDIAN = "llc.rhat_median"
+LLC_ESS_MEDIAN = "llc.ess_bulk_median"
+LLC_CALIBRATION_KEY = "llc.calibration_key"  # runs with this key share one calibration
+LLC_CALIBRATION_CHOICE = "llc.calibration"  # the chosen settings (JSON), on every run that used them
+LLC_CALIBRATED_FROM = "llc.calibrated_from"  # the run whose checkpoint the search ran on
+LLC_SETTINGS = "llc.settings_used"  # ε, γ, nβ, chains, burn-in and draws every estimate used
 CALIBRATE_RECOMMENDED = "calibrate.recommended"
 CALIBRATE_STEP = "calibrate.step"
 POSTERIOR_CRITERION = "posterior.converged_criterion"  # which members count as converged
@@ -132,6 +142,8 @@ ANALYSIS_TAGS = (
     LLC_FAILED,
     LLC_NEGATIVE,
     LLC_NONSTATIONARY,
+    LLC_RHAT_HIGH,
+    LLC_ESS_LOW,
 )
 TRACKING_SECONDS = "time/tracking_s"
 TRACKING_SHARE = "tracking_share"

@@ -14,6 +14,7 @@ CONF = ROOT / "conf"
 
 # A few seconds per run: 90 SGD steps, λ every 30 steps with 20 SGLD draws.
 TINY = [
+    "llc=paper",  # Table 3: one short chain (the calibrated default has its own tests)
     "train.steps=90",
     "llc.every=30",
     "llc.num_draws=20",

@@ -43,6 +43,7 @@ def test_pipeline_and_baseline_agree_within_seed_spread(tmp_path: Path):
         str(ROOT / "launch.py"),
         "-m",
         f"seed={','.join(map(str, seeds))}",
+        "llc=paper",  # the baseline's SGLD settings (Table 3)
         f"train.steps={STEPS}",
         "threads=1",
         "progress=false",

@@ -107,7 +107,7 @@ def test_cases_shrink_both_sides_alike():
         ours, theirs = case.ours(tiny), case.theirs(tiny)
         assert f"train.steps={tiny.steps}" in ours and f"--steps={tiny.steps}" in theirs
         assert f"llc.num_draws={tiny.draws}" in ours and f"--draws={tiny.draws}" in theirs
-        assert case.ours(MODES["full"]) == case.overrides  # full mode: the case as stated
+        assert case.ours(MODES["full"]) == ["llc=paper", *case.overrides]  # full mode: the case as stated
 
 
 @pytest.mark.slow

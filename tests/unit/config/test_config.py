@@ -18,9 +18,17 @@ def test_default_composes_and_builds() -> None:
     cfg = compose_cfg()
     assert cfg.optimizer.lr == cfg.lr and cfg.dataset.batch_size == cfg.batch
     assert cfg.stages == ["train", "llc", "fit"]
-    llc = cfg.llc  # the paper's Table 3
-    assert (llc.lr, llc.localization, llc.num_chains, llc.num_draws) == (1e-5, 100.0, 1, 400)
-    assert (llc.num_burnin_steps, llc.num_steps_bw_draws, llc.every, llc.last) == (0, 1, 100, 10)
+    llc = cfg.llc  # the calibrated preset: the search sets ε, γ, nβ, burn-in and draws
+    assert llc.calibration.enabled and (llc.num_chains, llc.init_loss, llc.every, llc.last) == (
+        4,
+        "full",
+        100,
+        10,
+    )
+    paper = compose_cfg(["llc=paper"]).llc  # Table 3
+    assert (paper.lr, paper.localization, paper.num_chains, paper.num_draws) == (1e-5, 100.0, 1, 400)
+    assert (paper.num_burnin_steps, paper.num_steps_bw_draws, paper.every, paper.last) == (0, 1, 100, 10)
+    assert "calibration" not in paper and paper.init_loss == "batches"
     d = build.data(cfg)
     model = build.model(cfg, d)
     opt = build.optimizer(cfg, build.trainable(model))
@@ -127,7 +135,7 @@ def test_hashes_ignore_where_a_run_goes_but_not_what_it_computes() -> None:
         ("lr=null", "lr=null is not a number: e.g. lr=1e-2"),
         ("batch=1.5", "batch=1.5 is not an integer: e.g. batch=64"),
         ("llc.online=yes", "llc.online=yes is not true or false: e.g. llc.online=false"),
-        ("llc.num_draws=true", "llc.num_draws=true is not an integer: e.g. llc.num_draws=400"),
+        ("llc.num_draws=true", "llc.num_draws=true is not an integer: e.g. llc.num_draws=200"),
         ("threads=abc", "threads=abc is not an integer or null: e.g. threads=1"),
         ("train.steps=1.5", "train.steps=1.5 is not an integer or null: e.g. train.steps=1000"),
         ("device=1", "device=1 is not a name: e.g. device=cpu"),

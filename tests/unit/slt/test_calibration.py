@@ -1,0 +1,173 @@
+"""The automatic calibration's search and the chain diagnostics it reads (ArviZ's R-hat, ESS, MCSE)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.slt import calibration, llc
+from pipeline.slt.settings import Diagnostics, Search, Settings
+
+
+def row(
+    lam: float, *, mcse: float = 0.01, rhat: float = 1.0, ess: float = 400.0, status: str = "ok", **flags
+):
+    """An estimate's row as the estimators return it (only what the search reads)."""
+    return {
+        "llc": lam,
+        "llc_mcse": mcse,
+        "rhat": rhat,
+        "ess_bulk": ess,
+        "ess_tail": ess,
+        "status": status,
+        "negative": lam < 0,
+        "nonstationary": flags.get("nonstationary", False),
+        "rhat_high": rhat > 1.01,
+        "nbeta": 10.0,
+        "trace": None,
+    }
+
+
+def fake(table: dict[tuple[float, float], dict]):
+    """An estimator that answers from `table` by (ε, γ), recording what it was asked."""
+    asked: list[Settings] = []
+
+    def estimate(at: Settings) -> dict:
+        asked.append(at)
+        return dict(table[(at.lr, at.localization)], nbeta=at.nbeta)
+
+    return estimate, asked
+
+
+BASE = Settings(lr=1e-4, localization=100.0, nbeta=None, num_chains=4, num_draws=100, num_burnin_steps=50)
+LADDER = Search(
+    enabled=True, lr=(1e-5, 1e-4, 1e-3, 1e-2), localization=(10.0, 100.0), draws=200, max_steps=8000
+)
+
+
+def test_the_largest_step_a_smaller_one_confirms_is_chosen() -> None:
+    # Weakest localization first: at γ = 10 λ̂ falls with ε all the way down (no plateau before the
+    # steps get too long); at γ = 100: discretization bias at 1e-2, then a plateau.
+    lams = {
+        (1e-2, 10.0): 30.0,
+        (1e-3, 10.0): 12.0,
+        (1e-2, 100.0): 2.6,
+        (1e-3, 100.0): 1.85,
+        (1e-4, 100.0): 1.80,
+        (1e-5, 100.0): 0.5,
+    }
+    estimate, asked = fake({k: row(v, ess=200.0) for k, v in lams.items()})
+    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
+    assert choice["lr"] == 1e-3 and choice["localization"] == 100.0 and choice["plateau"]
+    assert choice["nbeta"] is None and choice["nbeta_factor"] == 1.0  # the preset's batch/log batch, kept
+    assert choice["reason"] == "λ̂ at ε=0.001 agrees with ε=0.0001"
+    # γ = 10: 1e-4 would need 3 time constants 2/(εγ) = 6000 steps of burn-in and as many draws.
+    assert [(r["localization"], r["lr"]) for r in rows] == [
+        (10.0, 1e-2),
+        (10.0, 1e-3),
+        (100.0, 1e-2),
+        (100.0, 1e-3),
+        (100.0, 1e-4),
+    ]
+    # Burn-in and draws: 3 × 2/(εγ), at least the preset's 50 and the search's 200.
+    assert [(a.num_burnin_steps, a.num_draws) for a in asked] == [
+        (60, 200),
+        (600, 600),
+        (50, 200),
+        (60, 200),
+        (600, 600),
+    ]
+    assert all(a.num_chains == 4 for a in asked)
+    assert choice["burnin"] == 60
+    # ESS 200 from 4 chains x 200 draws: 0.25 per draw; 3 x 100 per chain needs 1200 draws.
+    assert choice["num_draws"] == 1200
+    assert calibration.apply(BASE, choice).num_burnin_steps == 60
+
+
+def test_an_unusable_step_breaks_the_plateau_and_a_divergence_is_passed_over() -> None:
+    table = {
+        (1e-2, 100.0): row(np.nan, status="failed: NaN detected in loss at chain 0, draw 3"),
+        (1e-3, 100.0): row(0.5),
+        (1e-4, 100.0): row(0.49, rhat=1.2),  # the chains disagree: not usable
+        (1e-2, 1000.0): row(0.9),
+        (1e-3, 1000.0): row(0.31),
+        (1e-4, 1000.0): row(0.30),
+    }
+    estimate, _ = fake(table)
+    search = dataclasses.replace(LADDER, localization=(100.0, 1000.0))
+    rows, choice = calibration.search(estimate, BASE, search, nbeta=15.0)
+    # 1e-5 at γ = 100 would need 6000 steps of burn-in and 6000 draws: past max_steps, not run.
+    assert [(r["lr"], r["localization"]) for r in rows][:4] == [
+        (1e-2, 100.0),
+        (1e-3, 100.0),
+        (1e-4, 100.0),
+        (1e-2, 1000.0),
+    ]
+    assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-3, 1000.0, True)
+
+
+def test_without_a_plateau_the_flattest_pair_then_the_preset() -> None:
+    values = {1e-2: 8.1, 1e-3: 2.7, 1e-4: 0.9, 1e-5: 0.3}
+    table = {(lr, g): row(v * (1.5 if g == 10.0 else 1.0)) for g in (10.0, 100.0) for lr, v in values.items()}
+    estimate, _ = fake(table)
+    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
+    assert not choice["plateau"] and choice["reason"].startswith("no two neighbouring steps agree")
+    assert choice["lr"] in values  # one of the pairs' larger steps, all equally far apart here
+    estimate, _ = fake({k: row(-1.0) for k in table})
+    _, kept = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
+    assert kept["reason"].startswith("no usable setting") and kept["lr"] == BASE.lr
+    assert calibration.apply(BASE, kept) == BASE
+
+
+def test_no_localization_means_no_bounded_burn_in() -> None:
+    search = Search(enabled=True, lr=(1e-3,), localization=(0.0,))
+    estimate, asked = fake({})
+    rows, choice = calibration.search(estimate, BASE, search, nbeta=15.0)
+    assert rows == [] and asked == [] and choice["reason"].startswith("no usable setting")
+
+
+def test_agreement_allows_for_the_monte_carlo_error() -> None:
+    assert calibration.agree(row(1.0), row(1.09), 0.1)
+    assert not calibration.agree(row(1.0), row(1.2), 0.1)
+    assert calibration.agree(row(1.0, mcse=0.1), row(1.25, mcse=0.1), 0.1)  # 0.25 ≤ 0.125 + 0.141
+    assert not calibration.agree(row(1.0, mcse=0.1), row(1.3, mcse=0.1), 0.1)  # 0.3 > 0.13 + 0.141
+
+
+def test_draws_are_sized_for_the_ess_bound_within_limits() -> None:
+    search = Search(draws=200, margin=1.5, max_draws=1000)
+    assert calibration.draws_for(row(1.0, ess=800.0), search, 4, 100, floor=100) == 150
+    assert calibration.draws_for(row(1.0, ess=800.0) | {"draws": 400}, search, 4, 100, floor=100) == 300
+    assert calibration.draws_for(row(1.0, ess=8000.0), search, 4, 100, floor=100) == 100  # the floor
+    assert calibration.draws_for(row(1.0, ess=40.0), search, 4, 100, floor=100) == 1000  # the cap
+    assert calibration.draws_for(row(1.0, ess=np.nan), search, 4, 100, floor=100) == 1000
+
+
+def test_arviz_diagnostics_of_independent_and_of_stuck_chains() -> None:
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(4, 1000))
+    d = llc.convergence(good, nbeta=10.0)
+    assert d["rhat"] == pytest.approx(1.0, abs=0.01)
+    assert 3000 < d["ess_bulk"] < 5000 and 3000 < d["ess_tail"] < 5000
+    assert d["llc_mcse"] == pytest.approx(10.0 / np.sqrt(4000), rel=0.15)  # nβ·sd/√ESS
+    stuck = good + np.arange(4)[:, None]  # four chains in four places
+    flags = llc.diagnose({"trace": stuck, "nbeta": 10.0, "llc": 5.0}, Diagnostics())
+    assert flags["rhat"] > 1.5 and flags["rhat_high"]
+    walk = np.cumsum(rng.normal(size=(4, 1000)), axis=1)  # a random walk: few effective draws
+    flags = llc.diagnose({"trace": walk, "nbeta": 1.0, "llc": 100.0}, Diagnostics())
+    assert flags["ess_bulk"] < 400 and flags["ess_low"]
+    fine = llc.diagnose({"trace": good, "nbeta": 10.0, "llc": 5.0}, Diagnostics())
+    assert not (fine["rhat_high"] or fine["ess_low"] or fine["negative"] or fine["nonstationary"])
+    failed = llc.diagnose({"trace": None, "nbeta": 10.0, "llc": np.nan}, Diagnostics())
+    assert not any(failed[k] for k in llc.FLAGS) and np.isnan(failed["rhat"])
+
+
+def test_lambda_final_carries_its_monte_carlo_error() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"step": [1, 2, 3], "llc": [1.0, 2.0, 3.0], "llc_mcse": [9.0, 0.3, 0.4], "status": ["ok"] * 3}
+    )
+    s = llc.summarize(table, last=2)
+    assert s["lambda_final"] == 2.5 and s["lambda_final_mcse"] == pytest.approx(0.25)  # √(0.09+0.16)/2
