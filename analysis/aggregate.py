@@ -18,6 +18,7 @@ from pipeline.tracking import Tracker, names
 # Short names for swept params, in the order they are preferred when two params vary together
 # (e.g. `optimizer.lr` always equals `lr`, `llc.seed` equals `seed`).
 AXES = {
+    "llc.preset": "llc",  # the SGLD preset (paper, calibrated): before the llc values it sets
     "optimizer._target_": "optimizer",
     "lr": "lr",
     "batch": "batch",
@@ -125,7 +126,7 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     # The axes the figures and tables use, also when the sweep holds them fixed.
     if "optimizer" not in df and "optimizer._target_" in runs:
         df["optimizer"] = optimizer_labels(runs)
-    for p in ("lr", "batch", "seed", "optimizer.momentum"):
+    for p in ("llc.preset", "lr", "batch", "seed", "optimizer.momentum"):
         name = AXES[p]
         if name not in df and p in runs:
             df[name] = _numeric(runs[p])

@@ -148,6 +148,18 @@ def report(sweep: str, table: pd.DataFrame, not_finished: pd.DataFrame, swept: l
     lines += [f"  swept: {', '.join(swept) if swept else 'nothing (a single configuration)'}"]
     for _, r in not_finished.iterrows():
         lines.append(f"  not finished: {r['run_name']} ({r['run_id']}) {r['status']}: {r['reason']}")
+    if "llc" in swept and table["llc"].nunique() > 1:  # each claim per SGLD preset: λ differs by preset
+        within = [s for s in swept if s != "llc"]
+        for preset, group in table.groupby("llc", sort=True):
+            lines.append(f"SGLD preset {preset} ({len(group)} runs):")
+            lines += ["  " + line for line in _claims(group, within)]
+        return "\n".join(lines)
+    return "\n".join(lines + _claims(table, swept))
+
+
+def _claims(table: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The bound checks, the negatives and the correlations of `table`'s runs."""
+    lines: list[str] = []
     for title, (counts, bad), bound in (
         ("Lemma 3.4      d_s ≤ λ_final", lemma_3_4(table), "lambda_final"),
         ("Corollary 3.3  d_s ≤ λ̄", corollary_3_3(table), "lambda_bar"),
@@ -169,4 +181,4 @@ def report(sweep: str, table: pd.DataFrame, not_finished: pd.DataFrame, swept: l
                 f"r = {_fmt(c['pearson_r'])} [{_fmt(c['pearson_p'])}], "
                 f"ρ = {_fmt(c['spearman_rho'])} [{_fmt(c['spearman_p'])}], n = {c['n']}"
             )
-    return "\n".join(lines)
+    return lines

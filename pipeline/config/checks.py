@@ -87,6 +87,8 @@ def check(cfg: DictConfig) -> None:
             f"resume.stale_after_s={r.stale_after_s} > 120 (two heartbeats), "
             "e.g. resume.every_s=120 resume.stale_after_s=900"
         )
+    if cfg.llc.get("sampler", "sgld") not in ("sgld", "rmsprop_sgld"):
+        raise UserError(f"llc.sampler={cfg.llc.sampler}: choose sgld or rmsprop_sgld (preconditioned)")
     if cfg.llc.get("init_loss", "batches") not in ("batches", "full"):
         raise UserError(f"llc.init_loss={cfg.llc.init_loss}: choose batches (devinterp's) or full (L_n)")
     if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after
@@ -140,8 +142,11 @@ def check_search(cfg: DictConfig, first: str) -> None:
     lrs = [float(v) for v in c.get("lr") or [1.0]]
     if any(not v > 0 for v in lrs) or lrs != sorted(lrs):
         raise UserError(f"llc.calibration.lr={lrs}: step sizes > 0, smallest first, e.g. [1e-5,1e-4,1e-3]")
-    if any(not float(v) >= 0 for v in c.get("localization") or []):
-        raise UserError(f"llc.calibration.localization={list(c.localization)}: every value must be ≥ 0")
+    if any(not float(v) > 0 for v in c.get("localization") or []):
+        raise UserError(
+            f"llc.calibration.localization={list(c.localization)}: every value must be > 0 "
+            "(the search times its chains by the localization's pull), e.g. [1,10,100]"
+        )
     if any(not float(v) > 0 for v in c.get("nbeta_factor") or []):
         raise UserError(f"llc.calibration.nbeta_factor={list(c.nbeta_factor)}: every factor must be > 0")
     for key in ("draws", "max_draws"):

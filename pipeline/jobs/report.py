@@ -32,6 +32,14 @@ def _interval(metrics: dict) -> str:
     return f" [{lo:.4g}, {hi:.4g}] (bootstrap)" if lo is not None and hi is not None else ""
 
 
+def _calibration(tags: dict, run_id: str) -> str:
+    """'; calibrated here' or '; calibration of run <id>' when the automatic calibration chose them."""
+    source = tags.get(names.LLC_CALIBRATED_FROM)
+    if source is None:
+        return ""
+    return "; calibrated on this run" if source == run_id else f"; calibration of run {source}"
+
+
 def run(tracker: Tracker, run_id: str) -> str:
     """The lines `python launch.py` prints for a run."""
     r = tracker.get_run(run_id)
@@ -43,6 +51,11 @@ def run(tracker: Tracker, run_id: str) -> str:
         f"run {run_id} ({r.name}) in experiment '{tracker.experiment_name(r.experiment_id)}'",
         f"  λ_final = {m['lambda_final']:.4g}   λ̄ = {m['lambda_bar']:.4g}   "
         f"(devinterp SGLD, nβ = {tags.get(names.LLC_NBETA, 'n/a')})",
+        *(
+            [f"  SGLD: {tags[names.LLC_SETTINGS]}{_calibration(tags, run_id)}"]
+            if names.LLC_SETTINGS in tags
+            else []
+        ),
         f"  α = {m['alpha']:.4f} ± {m['alpha_se']:.4f}   r² = {m['r2']:.4f}   "
         f"fit window: steps {tags.get(names.FIT_WINDOW, 'n/a')}",
         f"  d_s = 2·λ_final·α = {m['d_s']:.4g}{_interval(metrics)}   d_walk = 1/α = {m['d_walk']:.4g}",

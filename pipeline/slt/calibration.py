@@ -84,7 +84,8 @@ def search(
     """Run the search (module docstring) from the preset `base`, nβ factors applied to `nbeta` (the
     preset's nβ). Returns every tried setting's row (with `lr`, `localization`, `nbeta_factor`,
     `nbeta`, `burnin`, `usable`, the estimate's columns and its `trace`) and the choice: `lr`,
-    `localization`, `nbeta`, `nbeta_factor`, `burnin`, `num_draws`, `plateau` and `reason`."""
+    `localization`, `nbeta`, `nbeta_factor`, `burnin`, `num_draws`, `plateau`, `reason` and
+    `searched` (false when the preset's settings were kept)."""
     rows: list[dict] = []
     for gamma, factor in itertools.product(search.localization, search.nbeta_factor):
         above: dict | None = None  # the estimate at the next larger step
@@ -108,7 +109,7 @@ def search(
                 why = f"λ̂ at ε={above['lr']:g} agrees with ε={lr:g}"
                 return rows, _choice(above, search, base, True, why)
             above = row
-    flattest = _flattest(rows, search)
+    flattest = _flattest(rows)
     if flattest is not None:
         return rows, _choice(
             flattest, search, base, False, "no two neighbouring steps agree: the closest pair's larger step"
@@ -122,15 +123,16 @@ def search(
         "num_draws": base.num_draws,
         "plateau": False,
         "reason": "no usable setting: the preset's settings are kept",
+        "searched": False,
     }
     return rows, keep
 
 
-def _flattest(rows: list[dict], search: Search) -> dict | None:
+def _flattest(rows: list[dict]) -> dict | None:
     """Without a plateau: of the usable neighbouring pairs (same γ and nβ), the larger step of the
     pair whose λ̂ differ least relative to their size; None when no pair is usable."""
     pairs = [
-        (abs(a["llc"] - b["llc"]) / max(abs(a["llc"]), abs(b["llc"])), a)
+        (abs(a["llc"] - b["llc"]) / max(abs(a["llc"]), abs(b["llc"]), 1e-12), a)
         for a, b in zip(rows, rows[1:])
         if a["usable"]
         and b["usable"]
@@ -152,6 +154,7 @@ def _choice(row: dict, search: Search, base: Settings, plateau: bool, reason: st
         ),
         "plateau": plateau,
         "reason": reason,
+        "searched": True,
     }
 
 

@@ -1,7 +1,11 @@
-"""Weight displacement R(t) = ||w_t - w_0||_2, in total and per parameter tensor.
+"""Weight displacement R(t) = ||w_t - w_0||_2, in total, per parameter tensor, and per group of
+coordinates.
 
 The recorder keeps squared norms in a preallocated tensor on the model's device, so the training
-loop never waits on the host; the table is built once, at the end.
+loop never waits on the host; the table is built once, at the end. The groups: every tensor's
+elements, flattened, go round-robin into `GROUPS` groups (element k of a tensor into group k mod
+GROUPS), so each group holds a share of every tensor and of every neuron; R(t)² is the sum of the
+groups' squared displacements. The fit resamples the groups to put an interval on α (`exponent`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,26 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+GROUPS = 32  # coordinate groups recorded beside R(t)
+
+
+def group_sums(d2: torch.Tensor, groups: int = GROUPS) -> torch.Tensor:
+    """Sums of `d2` (squared displacements, shape (..., n): leading dims kept) over its last
+    dimension's elements k ≡ g (mod `groups`), for g = 0..groups−1: shape (..., groups). Views only:
+    no copy of the parameters."""
+    n = d2.shape[-1]
+    full = n // groups * groups
+    out = d2[..., :full].reshape(*d2.shape[:-1], -1, groups).sum(-2)
+    rest = d2[..., full:]
+    if rest.shape[-1]:
+        out[..., : rest.shape[-1]] += rest
+    return out
+
+
+def group_columns(groups: int = GROUPS) -> list[str]:
+    """The trajectory table's columns of squared group displacements."""
+    return [f"displacement_group/{g:02d}" for g in range(groups)]
 
 
 def record_schedule(
@@ -43,6 +67,7 @@ class DisplacementRecorder:
         self._row = {int(s): i for i, s in enumerate(self.steps)}
         device = self.params[0].device
         self._sq = torch.full((len(self.steps), len(self.names)), float("nan"), device=device)
+        self._gsq = torch.full((len(self.steps), GROUPS), float("nan"), device=device)
         self._loss = torch.full((len(self.steps),), float("nan"), device=device)
 
     def wants(self, step: int) -> bool:
@@ -56,14 +81,17 @@ class DisplacementRecorder:
             self._row[step] = len(self.steps)
             self.steps = np.append(self.steps, step)
             self._sq = torch.cat([self._sq, torch.full_like(self._sq[:1], float("nan"))])
+            self._gsq = torch.cat([self._gsq, torch.full_like(self._gsq[:1], float("nan"))])
             self._loss = torch.cat([self._loss, torch.full_like(self._loss[:1], float("nan"))])
         i = self._row[step]
         diffs = torch._foreach_sub(self.params, self.w0)
         self._sq[i] = torch.stack(torch._foreach_norm(diffs)).square()
+        self._gsq[i] = sum(group_sums(d.flatten().square()) for d in diffs)
         self._loss[i] = loss.detach()
 
     def table(self, upto: int | None = None) -> pd.DataFrame:
-        """Columns: step, displacement, train_batch_loss, displacement/<tensor name>..."""
+        """Columns: step, displacement, train_batch_loss, displacement/<tensor name>...,
+        displacement_group/<g> (squared)..."""
         order = np.argsort(self.steps, kind="stable")  # rows added off the schedule go in place
         steps = self.steps[order]
         sq = self._sq.cpu().double().numpy()[order]
@@ -75,6 +103,9 @@ class DisplacementRecorder:
         }
         for j, name in enumerate(self.names):
             data[f"displacement/{name}"] = np.sqrt(sq[keep, j])
+        gsq = self._gsq.cpu().double().numpy()[order]
+        for g, column in enumerate(group_columns()):
+            data[column] = gsq[keep, g]
         return pd.DataFrame(data)
 
     def state_dict(self) -> dict:
@@ -82,6 +113,7 @@ class DisplacementRecorder:
         return {
             "steps": self.steps,
             "sq": self._sq.cpu(),
+            "gsq": self._gsq.cpu(),
             "loss": self._loss.cpu(),
             "w0": [w.cpu() for w in self.w0],
         }
@@ -91,4 +123,10 @@ class DisplacementRecorder:
         self.steps = np.asarray(state["steps"], dtype=np.int64)
         self._row = {int(s): i for i, s in enumerate(self.steps)}
         self._sq, self._loss = state["sq"].to(device), state["loss"].to(device)
+        # A state saved before the groups were recorded: their rows so far stay NaN (no group interval).
+        self._gsq = (
+            state["gsq"].to(device)
+            if "gsq" in state
+            else torch.full((len(self.steps), GROUPS), float("nan"), device=device)
+        )
         self.w0 = [w.to(device) for w in state["w0"]]

@@ -13,10 +13,12 @@ import pandas as pd
 
 from pipeline.slt.exponent import (
     bootstrap_spectral_dimension,
+    crossover_test,
     detect_crossover,
     fit_exponent,
     spectral_dimension,
     walk_dimension,
+    window_mask,
     window_points,
 )
 from pipeline.slt.settings import Window
@@ -35,23 +37,42 @@ def verdict(d_s: float, bound: float, margin_low: float = float("nan")) -> str:
 
 
 def window_text(result: dict) -> str:
-    """'100-3700 (37 points, llc)', with the crossover when the fit started at one."""
+    """'100-3700 (37 points, llc)', with the crossover when the fit started at one and the points
+    dropped for R = 0."""
     extra = f", crossover t_c={result['t_c']:g}" if result["crossover"] else ""
+    test = result.get("crossover_test")
+    if test and not result["crossover"]:
+        extra += f", no crossover (at t={test['t_c']:g} the exponents agree)"
+    extra += f", {result['points_dropped']} with R = 0 dropped" if result.get("points_dropped") else ""
     extra += f", phase {result['phase']}" if result.get("phase") else ""
     return f"{result['t_start']}-{result['t_end']} ({result['n_points']} points, {result['points']}{extra})"
 
 
-def fit_points(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int):
-    """The (t, R) points the fit uses: at the LLC steps (the paper's) or every recorded step."""
+def _selected(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int) -> pd.DataFrame:
+    """The trajectory rows the fit uses: at the LLC steps (the paper's) or every recorded step."""
     if points == "all":
-        return traj["step"].to_numpy(), traj["displacement"].to_numpy()
+        return traj
     steps = (
         llc_table["step"].to_numpy()
         if llc_table is not None
         else np.arange(every, traj["step"].max() + 1, every)
     )
-    sel = traj[traj["step"].isin(steps)]
+    return traj[traj["step"].isin(steps)]
+
+
+def fit_points(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int):
+    """The (t, R) points the fit uses: at the LLC steps (the paper's) or every recorded step."""
+    sel = _selected(traj, llc_table, points, every)
     return sel["step"].to_numpy(), sel["displacement"].to_numpy()
+
+
+def fit_groups(traj: pd.DataFrame, llc_table: pd.DataFrame | None, points: str, every: int):
+    """The coordinate groups' squared displacements at the fit points (groups x points), or None
+    for a trajectory recorded without them."""
+    columns = sorted(c for c in traj.columns if c.startswith("displacement_group/"))  # displacement.py's
+    if not columns:
+        return None
+    return _selected(traj, llc_table, points, every)[columns].to_numpy(dtype=float).T
 
 
 def final_estimates(llc_table: pd.DataFrame | None, last: int) -> np.ndarray:
@@ -75,9 +96,27 @@ def compute(
     `phase`: the training phase the window is restricted to, recorded with the result."""
     window = Window.of(window)
     t, r = fit_points(traj, llc_table, window.points, every)
-    t_c = detect_crossover(t, r) if window.crossover else 0.0
+    groups = fit_groups(traj, llc_table, window.points, every)
+    t_c, crossover = 0.0, None
+    if window.crossover:
+        found = detect_crossover(t, r)
+        if groups is not None and np.isfinite(groups).all():  # a crossover only where the data say so
+            crossover = crossover_test(t, groups, found, seed=int(window.bootstrap.seed))
+            t_c = found if crossover["supported"] else 0.0
+        else:  # no groups recorded: no test, the breakpoint as found
+            crossover = {
+                "t_c": float(found),
+                "supported": None,
+                "test": "none: no coordinate groups recorded",
+            }
+            t_c = found
     span = dict(t_start=window.start_step, t_end=window.end_step, t_c=t_c, shift=window.shift)
     ef = fit_exponent(t, r, **span)
+    keep, dropped = window_mask(t, r, **span)
+    if groups is not None and not (window.shift and t_c > 0):  # (a shifted R is no sum of groups)
+        groups = groups[:, keep]
+    else:
+        groups = None
     lam_final, lam_bar = lambdas.get("lambda_final", np.nan), lambdas.get("lambda_bar", np.nan)
     d_s = spectral_dimension(lam_final, ef.alpha)
     d_walk = walk_dimension(ef.alpha)
@@ -96,11 +135,13 @@ def compute(
         block=boot.block,
         seed=int(boot.seed),
         bar_lambdas=every_estimate,
+        groups=groups,
     )
     return {
         **ef.to_dict(),
         "points": window.points,
-        "crossover": bool(window.crossover),
+        "crossover": bool(window.crossover and t_c > 0),
+        "crossover_test": crossover,
         "phase": phase,
         "lambda_final": lam_final,
         "lambda_bar": lam_bar,
@@ -111,11 +152,17 @@ def compute(
         "alpha_ci_high": ci.alpha_high,
         "margin_lemma_3_4_low": ci.lemma_margin_low,
         "margin_corollary_3_3_low": ci.corollary_margin_low,
+        "points_dropped": dropped,
         "bootstrap": {
-            "method": "moving-block pairs bootstrap of the fit points x resampled λ_final estimates",
+            "method": (
+                f"coordinate-group bootstrap ({ci.groups} groups) x resampled λ_final estimates"
+                if ci.groups
+                else "moving-block pairs bootstrap of the fit points x resampled λ_final estimates"
+            ),
             "level": ci.level,
             "samples": ci.samples,
             "block": ci.block,
+            "groups": ci.groups,
             "n_lambdas": ci.n_lambdas,
             "seed": int(boot.seed),
         },

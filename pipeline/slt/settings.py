@@ -32,8 +32,9 @@ def from_mapping(cls: type, values: Mapping | None):
 
 @dataclass(frozen=True)
 class Chains:
-    """How long and with what update the chains run: SGLD step size ε, localization γ, nβ, and
-    `chains` chains of `draws` draws after `burnin` steps, `every` steps apart."""
+    """How long and with what update the chains run: step size ε, localization γ, nβ, `chains`
+    chains of `draws` draws after `burnin` steps, `every` steps apart, and devinterp's update
+    (`sampler`: `sgld`, or `rmsprop_sgld`, SGLD preconditioned by RMSProp's running average)."""
 
     lr: float
     localization: float
@@ -42,6 +43,7 @@ class Chains:
     draws: int
     burnin: int = 0
     every: int = 1
+    sampler: str = "sgld"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Settings:
     """devinterp SGLD for λ: step size ε (`lr`), localization γ, nβ (None: batch / log batch),
     chains, draws, burn-in, steps between draws, the seed estimates derive theirs from, and the
     loss at w_t λ̂ is measured from (`init_loss`): `batches`, devinterp's (the mean over
-    `num_chains` minibatches), or `full`, L_n(w_t) on the whole training set (eq. 25's own)."""
+    `num_chains` minibatches), or `full`, L_n(w_t) on the whole training set (eq. 25's own), and
+    devinterp's update (`sampler`: `sgld`, or `rmsprop_sgld`, preconditioned)."""
 
     lr: float = 1e-5
     localization: float = 100.0
@@ -78,6 +81,7 @@ class Settings:
     num_steps_bw_draws: int = 1
     seed: int = 0
     init_loss: str = "batches"
+    sampler: str = "sgld"
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
     @classmethod
@@ -94,6 +98,7 @@ class Settings:
             draws=int(self.num_draws),
             burnin=int(self.num_burnin_steps),
             every=int(self.num_steps_bw_draws),
+            sampler=str(self.sampler),
         )
 
 

@@ -50,11 +50,12 @@ def quiet_devinterp() -> Iterator[None]:
 
 
 def devinterp_arguments(chains: Chains) -> dict:
-    """The chains as devinterp 1.3's sampler and estimator take them (`SGMCMC.sgld`)."""
+    """The chains as devinterp 1.3's sampler and estimator take them (`SGMCMC.sgld`, or
+    `SGMCMC.rmsprop_sgld` with its defaults: α 0.99, ε 0.1)."""
     from devinterp.optim import SGMCMC
 
     return {
-        "sampling_method": SGMCMC.sgld,
+        "sampling_method": getattr(SGMCMC, chains.sampler),  # sgld, or rmsprop_sgld (preconditioned)
         "optimizer_kwargs": {"lr": chains.lr, "localization": chains.localization, "nbeta": chains.nbeta},
         "num_draws": chains.draws,
         "num_chains": chains.chains,

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from pipeline.slt.displacement import group_sums
+
 
 class Stacked(nn.Module):
     """M members of `base`'s architecture: `forward(x)` gives outputs of shape (M, batch, ...).
@@ -108,6 +110,14 @@ class Stacked(nn.Module):
     def flat(self) -> torch.Tensor:
         """All members' parameters as one (members, num_params) matrix."""
         return torch.cat([p.detach().flatten(1) for p in self.stacked], dim=1)
+
+    def group_squared_distances(self, reference: Sequence[torch.Tensor], groups: int) -> torch.Tensor:
+        """‖w_m − reference_m‖² per member and coordinate group (`displacement.group_sums`, tensor
+        by tensor, as the one-by-one recorder groups them): shape (members, groups)."""
+        with torch.no_grad():
+            return sum(
+                group_sums((p - p0).flatten(1).square(), groups) for p, p0 in zip(self.stacked, reference)
+            )
 
     def squared_distances(self, reference: Sequence[torch.Tensor]) -> torch.Tensor:
         """‖w_m − reference_m‖² per member and stacked tensor: shape (members, tensors)."""

@@ -30,6 +30,7 @@ import dataclasses
 import itertools
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,9 +195,12 @@ def _estimator(model, state: dict, data, step: int, device: str, task, batched: 
         model.load_state_dict(state)
 
     def estimate(at: Settings) -> dict:
+        start = time.perf_counter()
         if batched:
-            return llc.estimate_many(model, [state], data, at, [step], device, task)[0]
-        return llc.estimate(model, data, at, step, device, task.sgld_loss)
+            row = llc.estimate_many(model, [state], data, at, [step], device, task)[0]
+        else:
+            row = llc.estimate(model, data, at, step, device, task.sgld_loss)
+        return row | {"seconds": time.perf_counter() - start}
 
     return estimate
 
@@ -258,12 +262,13 @@ def _search(ctx, member, kept, data, model, task, base: Settings, search: Search
     estimate = _estimator(model, state, data, step, cfg.device, task, batched)
     base = dataclasses.replace(base, seed=int(member.cfg.llc.seed))
     rows, choice = calibration.search(estimate, base, search, llc.nbeta(base.nbeta, data.batch_size))
-    choice |= {"step": step, "chains": base.num_chains}
+    choice |= {"step": step, "chains": base.num_chains, "seconds": sum(r["seconds"] for r in rows)}
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "trace"} for r in rows])
     table.insert(0, "setting", range(len(table)))
     table["step"] = step
-    chosen = (table["lr"] == choice["lr"]) & (table["localization"] == choice["localization"])
-    table["chosen"] = chosen & (table["nbeta_factor"] == choice["nbeta_factor"])
+    if rows:
+        chosen = (table["lr"] == choice["lr"]) & (table["localization"] == choice["localization"])
+        table["chosen"] = chosen & (table["nbeta_factor"] == choice["nbeta_factor"]) & choice["searched"]
     traces = [llc.trace_table(r["trace"], setting=k) for k, r in enumerate(rows) if r["trace"] is not None]
     trace_table = (
         pd.concat(traces, ignore_index=True)
@@ -273,7 +278,7 @@ def _search(ctx, member, kept, data, model, task, base: Settings, search: Search
     tracker.log_table(member.run_id, table, names.LLC_CALIBRATION)
     tracker.log_table(member.run_id, trace_table, names.LLC_CALIBRATION_TRACES)
     with tempfile.TemporaryDirectory() as tmp:
-        for factor in sorted(table["nbeta_factor"].unique()):
+        for factor in sorted(table["nbeta_factor"].unique()) if rows else []:
             plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png")
         tracker.log_dir(member.run_id, Path(tmp), names.LLC_CALIBRATION)
     found = {"key": key, "choice": choice, "search": dataclasses.asdict(search), "tried": len(table)}

@@ -87,9 +87,10 @@ def record(
 def settings_line(s: Settings) -> str:
     """The sampler settings an estimate used, in one line (tag `llc.settings_used`)."""
     nb = "batch/log batch" if s.nbeta is None else f"{float(s.nbeta):.6g}"
+    sampler = "" if s.sampler == "sgld" else f" sampler={s.sampler}"
     return (
         f"ε={s.lr:g} γ={s.localization:g} nβ={nb} chains={s.num_chains} "
-        f"burn-in={s.num_burnin_steps} draws={s.num_draws} every={s.num_steps_bw_draws}"
+        f"burn-in={s.num_burnin_steps} draws={s.num_draws} every={s.num_steps_bw_draws}{sampler}"
     )
 
 

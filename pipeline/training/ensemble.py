@@ -27,6 +27,7 @@ from pipeline.data import Data
 from pipeline.data.batches import endless
 from pipeline.models.tasks import Task
 from pipeline.progress import bar
+from pipeline.slt.displacement import GROUPS, group_columns
 from pipeline.slt.stacked import Stacked
 from pipeline.training.loop import Plan
 
@@ -78,6 +79,7 @@ def train(
     w0 = [p.detach().clone() for p in stacked.stacked]
     m = len(stacked)
     sq = torch.full((len(schedule), m, len(stacked.names)), float("nan"), device=device)
+    gsq = torch.full((len(schedule), m, GROUPS), float("nan"), device=device)
     batch_loss = torch.full((len(schedule), m), float("nan"), device=device)
     evals: list[pd.DataFrame] = []
     if snapshot is not None:
@@ -91,6 +93,7 @@ def train(
             optimizer.step()
             if step in row_of:
                 sq[row_of[step]] = stacked.squared_distances(w0)
+                gsq[row_of[step]] = stacked.group_squared_distances(w0, GROUPS)
                 batch_loss[row_of[step]] = per.detach()
             if step in eval_steps:
                 evals.append(_eval_frame(stacked, task, seeds, step, x_train, y_train, x_test, y_test))
@@ -99,7 +102,12 @@ def train(
                 snapshot(step, stacked)
             pbar.update(1)
     traj = _trajectory(
-        schedule, sq.cpu().double().numpy(), batch_loss.cpu().double().numpy(), stacked.names, seeds
+        schedule,
+        sq.cpu().double().numpy(),
+        batch_loss.cpu().double().numpy(),
+        stacked.names,
+        seeds,
+        gsq.cpu().double().numpy(),
     )
     return Trained(
         stacked=stacked, trajectory=traj, evals=pd.concat(evals, ignore_index=True), steps=plan.steps
@@ -123,7 +131,12 @@ def _eval_frame(stacked, task, seeds, step, x_train, y_train, x_test, y_test) ->
 
 
 def _trajectory(
-    schedule: np.ndarray, sq: np.ndarray, batch_loss: np.ndarray, names: list[str], seeds: Sequence[int]
+    schedule: np.ndarray,
+    sq: np.ndarray,
+    batch_loss: np.ndarray,
+    names: list[str],
+    seeds: Sequence[int],
+    gsq: np.ndarray,
 ) -> pd.DataFrame:
     """Long table, one row per (member, recorded step), with the train stage's columns."""
     s, m, _ = sq.shape
@@ -136,4 +149,6 @@ def _trajectory(
     }
     for j, name in enumerate(names):
         data[f"displacement/{name}"] = np.sqrt(sq[:, :, j]).T.ravel()
+    for g, column in enumerate(group_columns()):
+        data[column] = gsq[:, :, g].T.ravel()
     return pd.DataFrame(data)

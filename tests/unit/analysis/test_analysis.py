@@ -322,6 +322,28 @@ def test_lemma_3_4_flags_a_planted_violation() -> None:
     assert checks.verdicts(phased, "lambda_final")[3] == "violated"
 
 
+def test_each_claim_is_reported_per_sgld_preset() -> None:
+    """`-m llc=paper,calibrated`: λ differs by preset, so the checks are read preset by preset."""
+    table, _, swept = fixture_sweep()
+    table = table.assign(lambda_final=10.0, d_s=1.0, llc=["paper"] * 12 + ["calibrated"] * 12)
+    table.loc[3, "d_s"] = 12.0  # one violation, in the paper half
+    text = checks.report(
+        "both", table, pd.DataFrame(columns=["run_id", "run_name", "status", "reason"]), [*swept, "llc"]
+    )
+    lines = text.splitlines()
+    paper, calibrated = (
+        lines.index("SGLD preset paper (12 runs):"),
+        lines.index("SGLD preset calibrated (12 runs):"),
+    )
+    assert calibrated < paper  # sorted by name
+    assert "  Lemma 3.4      d_s ≤ λ_final: 11 holds, 0 within_error, 1 violated, 0 n/a" in lines[paper:]
+    assert (
+        "  Lemma 3.4      d_s ≤ λ_final: 12 holds, 0 within_error, 0 violated, 0 n/a"
+        in lines[calibrated:paper]
+    )
+    assert sum("Correlations" in line for line in lines) == 2
+
+
 def test_corollary_3_3_uses_the_time_average() -> None:
     table, _, _ = fixture_sweep()
     table = table.assign(d_s=table["lambda_bar"] + 0.01)  # above λ̄, below λ_final

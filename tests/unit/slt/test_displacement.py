@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.models import MLP
-from pipeline.slt.displacement import DisplacementRecorder, record_schedule
+from pipeline.slt.displacement import GROUPS, DisplacementRecorder, group_sums, record_schedule
 
 
 def test_schedule_every_step_for_short_runs() -> None:
@@ -74,3 +74,27 @@ def test_displacement_metric_keeps_evaluations_and_log_spaced_steps() -> None:
     ratios = shown[1:] / shown[:-1]
     assert ratios[shown[:-1] >= 20].max() < 1.1  # no wider gap than a log-spaced grid of ~200 points
     assert metric_steps(np.arange(1, 91), [30]).tolist() == list(range(1, 91))  # short runs: every step
+
+
+def test_coordinate_groups_are_round_robin_and_sum_to_r_squared() -> None:
+    """Element k of every tensor, flattened, goes to group k mod 32; the groups' squared
+    displacements add up to R(t)² (the fit resamples them for α's interval)."""
+    d2 = torch.arange(70.0)
+    g = group_sums(d2)
+    assert g.shape == (GROUPS,) and g.sum() == d2.sum()
+    assert g[0] == 0 + 32 + 64 and g[5] == 5 + 37 + 69 and g[6] == 6 + 38  # 70 = 2·32 + 6
+    assert torch.equal(group_sums(torch.stack([d2, 2 * d2]))[1], 2 * g)  # leading dims kept
+    torch.manual_seed(0)
+    model = MLP(4, 3, hidden=[50], batch_norm=False)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    rec = DisplacementRecorder(model, np.array([1]))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    rec.record(1, torch.tensor(0.0))
+    table = rec.table()
+    columns = [c for c in table if c.startswith("displacement_group/")]
+    assert columns == [f"displacement_group/{k:02d}" for k in range(GROUPS)]
+    assert np.isclose(table[columns].iloc[0].sum(), table["displacement"].iloc[0] ** 2, rtol=1e-6)
+    expected = sum(group_sums((p - p0).flatten().square()) for p, p0 in zip(model.parameters(), w0))
+    np.testing.assert_allclose(table[columns].iloc[0].to_numpy(), expected.detach().numpy(), rtol=1e-5)

@@ -70,3 +70,28 @@ def test_dimensions() -> None:
     # Table 1, TinyStories-1M: λ = 32, α = 0.335 -> d_s = 21.4; d_walk = 1/α.
     assert spectral_dimension(32, 0.3347) == pytest.approx(21.42, abs=0.01)
     assert walk_dimension(0.25) == 4.0
+
+
+def test_the_fit_counts_the_points_it_drops_and_resamples_the_coordinate_groups() -> None:
+    """Points with R = 0 inside the window are dropped from the log-log fit and counted (fit.json
+    `points_dropped`, the printed window); with the recorded coordinate groups, α's interval comes
+    from resampling them."""
+    import pandas as pd
+
+    from pipeline.slt import fit
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(100, 1001, 100)
+    groups = rng.uniform(0.5, 1.5, size=(32, 1)) * steps.astype(float)  # R² ∝ t: α = 1/2
+    traj = pd.DataFrame({"step": steps, "displacement": np.sqrt(groups.sum(0))})
+    traj.loc[2, "displacement"] = 0.0
+    for g in range(32):
+        traj[f"displacement_group/{g:02d}"] = groups[g]
+    llc = pd.DataFrame({"step": steps, "llc": 1.0, "status": "ok"})
+    out = fit.compute(traj, llc, {"lambda_final": 1.0, "lambda_bar": 1.0}, {}, every=100)
+    assert out["points_dropped"] == 1 and out["n_points"] == 9
+    assert out["bootstrap"]["groups"] == 32 and out["bootstrap"]["method"].startswith("coordinate-group")
+    assert out["alpha"] == pytest.approx(0.5) and out["alpha_ci_low"] <= 0.5 <= out["alpha_ci_high"]
+    assert "1 with R = 0 dropped" in fit.window_text(out)
+    old = fit.compute(traj[["step", "displacement"]], llc, {"lambda_final": 1.0}, {}, every=100)
+    assert old["bootstrap"]["groups"] == 0 and old["bootstrap"]["method"].startswith("moving-block")

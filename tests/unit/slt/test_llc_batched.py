@@ -66,8 +66,9 @@ def _checkpoints(cfg, steps: list[int]):
     return data, model, states
 
 
-def test_one_member_is_the_serial_estimate(tiny_cfg) -> None:
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld"])
+def test_one_member_is_the_serial_estimate(tiny_cfg, sampler: str) -> None:
+    cfg = tiny_cfg(f"llc.sampler={sampler}")
     data, model, (state,) = _checkpoints(cfg, [60])
     task = build.task(cfg)
     (batched,) = estimate_many(model, [state], data, cfg.llc, [60], "cpu", task)

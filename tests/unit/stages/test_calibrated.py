@@ -56,6 +56,7 @@ def test_calibrated_job_records_its_search_and_uses_one_setting(tiny_cfg) -> Non
     assert int(tags["llc.rhat_high_estimates"]) + int(tags["llc.ess_low_estimates"]) >= 0
     printed = report.run(tracker, run_id)
     assert "R-hat high" in printed and "(MCSE)" in printed and "median bulk ESS" in printed
+    assert f"  SGLD: {tags['llc.settings_used']}; calibrated on this run" in printed.splitlines()
 
 
 def test_a_later_seed_of_the_point_reuses_the_calibration(tiny_cfg) -> None:
@@ -65,6 +66,7 @@ def test_a_later_seed_of_the_point_reuses_the_calibration(tiny_cfg) -> None:
     assert b["llc.calibrated_from"] == first and b["llc.calibration"] == a["llc.calibration"]
     assert b["llc.settings_used"] == a["llc.settings_used"]
     assert tracker.load_table(second, "llc_calibration") is None  # no search of its own
+    assert f"; calibration of run {first}" in report.run(tracker, second)
     # Another training config (another learning rate) calibrates for itself.
     _, third, _ = execute(tiny_cfg(*CALIBRATED, "lr=0.05"))
     assert tracker.get_run(third).tags["llc.calibrated_from"] == third
@@ -90,6 +92,7 @@ def test_batched_seeds_share_the_first_seeds_calibration(tiny_cfg) -> None:
         (["llc.calibration.lr=[1e-3,1e-4]"], "smallest first"),
         (["llc.calibration.lr=[]"], "must be a non-empty list"),
         (["llc.calibration.draws=2"], "must be ≥ 4"),
+        (["llc.calibration.localization=[0,10]"], "every value must be > 0"),
     ],
 )
 def test_calibration_settings_are_checked(tiny_cfg, extra: list[str], message: str) -> None:

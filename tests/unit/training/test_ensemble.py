@@ -51,6 +51,9 @@ def test_member_matches_its_one_by_one_twin(tiny_cfg, optimizer, batch_norm) -> 
     np.testing.assert_allclose(mine["train_batch_loss"], twin_traj["train_batch_loss"], rtol=1e-4)
     cols = [c for c in twin_traj if c.startswith("displacement/")]
     np.testing.assert_allclose(mine[cols], twin_traj[cols], rtol=1e-5, atol=1e-7)
+    groups = [c for c in twin_traj if c.startswith("displacement_group/")]  # the same coordinates in each
+    assert len(groups) == 32
+    np.testing.assert_allclose(mine[groups], twin_traj[groups], rtol=1e-4, atol=1e-9)
 
     # λ per member is the llc stage's estimate of the twin at that step (same seed, same settings).
     twin = build.model(cfg, data)
