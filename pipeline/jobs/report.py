@@ -33,7 +33,8 @@ def _interval(metrics: dict) -> str:
 
 
 def _calibration(tags: dict, run_id: str) -> str:
-    """'; calibrated here' or '; calibration of run <id>' when the automatic calibration chose them."""
+    """'; calibrated on this run' or '; calibration of run <id>' when the automatic calibration chose
+    the settings; nothing otherwise."""
     source = tags.get(names.LLC_CALIBRATED_FROM)
     if source is None:
         return ""
