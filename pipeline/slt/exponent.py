@@ -7,6 +7,7 @@ of d_s = 2·λ·α comes from a seeded bootstrap (`bootstrap_spectral_dimension`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -137,19 +138,27 @@ class SpectralInterval:
         return asdict(self)
 
 
-def _group_slopes(x: np.ndarray, groups: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Slopes of log R* on `x` = log t, R*² the sum of G groups drawn with replacement from
-    `groups` (G x points, squared displacements), `samples` times."""
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of every row of `y` on `x`."""
+    xc = x - x.mean()
+    return (xc * (y - y.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum()
+
+
+def _resampled_log_r(groups: np.ndarray, samples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """log R* for `samples` replicates, R*² the sum of G groups drawn with replacement from `groups`
+    (G x points, squared displacements), in chunks of about 4·10⁶ values (a long trajectory's
+    replicates would not fit in memory at once); rows with a zero R* left out."""
     g = len(groups)
-    slopes = []
     for chunk in np.array_split(np.arange(samples), max(1, samples * g * groups.shape[1] // 4_000_000)):
         pick = rng.integers(0, g, size=(len(chunk), g))
         with np.errstate(divide="ignore", invalid="ignore"):
             y = 0.5 * np.log(groups[pick].sum(1))  # (replicates, points)
-        xc = x - x.mean()
-        ok = np.isfinite(y).all(1)
-        slopes.append(((xc * (y - y.mean(1, keepdims=True))).sum(1) / (xc**2).sum())[ok])
-    return np.concatenate(slopes)
+        yield y[np.isfinite(y).all(1)]
+
+
+def _group_slopes(x: np.ndarray, groups: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Slopes of log R* on `x` = log t over the resampled groups (`_resampled_log_r`)."""
+    return np.concatenate([_slope(x, y) for y in _resampled_log_r(groups, samples, rng)])
 
 
 def bootstrap_spectral_dimension(
@@ -290,19 +299,12 @@ def crossover_test(
     k = int(np.searchsorted(np.asarray(t, dtype=float), t_c))  # late segment: points k..n-1
 
     def slopes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = []
-        for xs, ys in ((x[:k], y[..., :k]), (x[k:], y[..., k:])):
-            xc = xs - xs.mean()
-            out.append((xc * (ys - ys.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum())
-        return out[0], out[1]
+        return _slope(x[:k], y[..., :k]), _slope(x[k:], y[..., k:])
 
     early, late = slopes(0.5 * np.log(groups.sum(0)))
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(groups), size=(samples, len(groups)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ys = 0.5 * np.log(groups[pick].sum(1))
-    e, lt = slopes(ys[np.isfinite(ys).all(1)])
-    lo, hi = np.percentile(lt - e, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    differences = [lt - e for e, lt in map(slopes, _resampled_log_r(groups, samples, rng))]
+    lo, hi = np.percentile(np.concatenate(differences), [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return {
         "t_c": float(t_c),
         "alpha_early": float(early),

@@ -111,13 +111,16 @@ class Stacked(nn.Module):
         """All members' parameters as one (members, num_params) matrix."""
         return torch.cat([p.detach().flatten(1) for p in self.stacked], dim=1)
 
-    def group_squared_distances(self, reference: Sequence[torch.Tensor], groups: int) -> torch.Tensor:
-        """‖w_m − reference_m‖² per member and coordinate group (`displacement.group_sums`, tensor
-        by tensor, as the one-by-one recorder groups them): shape (members, groups)."""
+    def displacements(
+        self, reference: Sequence[torch.Tensor], groups: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """‖w_m − reference_m‖² per member and stacked tensor, shape (members, tensors), and per
+        member and coordinate group (`displacement.group_sums`, tensor by tensor, as the one-by-one
+        recorder groups them), shape (members, groups): one pass over the weights for both."""
         with torch.no_grad():
-            return sum(
-                group_sums((p - p0).flatten(1).square(), groups) for p, p0 in zip(self.stacked, reference)
-            )
+            squares = [(p - p0).flatten(1).square() for p, p0 in zip(self.stacked, reference)]
+            per_tensor = torch.stack([d2.sum(1) for d2 in squares], dim=1)
+            return per_tensor, sum(group_sums(d2, groups) for d2 in squares)
 
     def squared_distances(self, reference: Sequence[torch.Tensor]) -> torch.Tensor:
         """‖w_m − reference_m‖² per member and stacked tensor: shape (members, tensors)."""

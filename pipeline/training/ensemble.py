@@ -92,8 +92,7 @@ def train(
             per.sum().backward()  # each member's slice gets that member's own gradient
             optimizer.step()
             if step in row_of:
-                sq[row_of[step]] = stacked.squared_distances(w0)
-                gsq[row_of[step]] = stacked.group_squared_distances(w0, GROUPS)
+                sq[row_of[step]], gsq[row_of[step]] = stacked.displacements(w0, GROUPS)
                 batch_loss[row_of[step]] = per.detach()
             if step in eval_steps:
                 evals.append(_eval_frame(stacked, task, seeds, step, x_train, y_train, x_test, y_test))
