@@ -5,10 +5,13 @@ the true α, over 40 seeds per process, and how wide it is against the seed-to-s
 Sampled as the default job's fit sees R(t): 37 points, t = 100, 200, ..., 3700 (the LLC steps), R
 the norm over 200 coordinates (`tests/helpers/known_processes.py`), those split round-robin into 32
 groups as `pipeline.slt.displacement` groups a network's weights. Measured while writing this test
-(seeds 0-39): coverage 0.90, 0.90, 0.95, 0.93 and 0.88 for fBm H = 0.25, 0.5, 0.75, Brownian motion
-and CTRW β = 0.6, half-widths 1.6-1.8 times the seed-to-seed standard deviation of α̂; the moving-
-block bootstrap of the fit points it replaces covered 0.45-0.75. The CTRW is the one case under the
-90 % the estimator issue asks for (35 of 40; its α̂ is biased up by a quarter of its spread).
+(seeds 0-39): coverage 0.90, 0.90, 0.95, 0.93 and 0.975 for fBm H = 0.25, 0.5, 0.75, Brownian motion
+and the CTRW β = 0.6 with Mittag-Leffler waits, half-widths 1.6-1.9 times the seed-to-seed standard
+deviation of α̂; the moving-block bootstrap of the fit points it replaces covered 0.45-0.75. The CTRW
+with Pareto waits covers 0.88 (35 of 40): not the interval's fault but the process's, whose mean
+number of jumps reaches t^β only asymptotically, so that R(t) at t = 100-3700 is not a power law
+(α̂ 0.308 for 0.3, a quarter of its spread too high); the Mittag-Leffler walk, whose R(t) is an
+exact power law at every t, has α̂ 0.3006.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ def positions(kind: str, seed: int) -> tuple[float, np.ndarray]:
     if kind == "brownian":
         return 0.5, brownian(T, COPIES, rng)
     beta = 0.6
+    if kind == "ctrw-ml":  # Mittag-Leffler waits: E n(t) = t^β / Γ(1 + β) exactly
+        mean_jumps = T.max() ** beta / gamma(1 + beta)
+        return beta / 2, ctrw(T, beta, COPIES, rng, jumps=int(8 * mean_jumps) + 100, waits="mittag-leffler")
     mean_jumps = T.max() ** beta / (gamma(1 - beta) * gamma(1 + beta))
     return beta / 2, ctrw(T, beta, COPIES, rng, jumps=int(8 * mean_jumps) + 100)
 
@@ -42,7 +48,14 @@ def positions(kind: str, seed: int) -> tuple[float, np.ndarray]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "coverage"),
-    [("fbm0.25", 0.9), ("fbm0.5", 0.9), ("fbm0.75", 0.9), ("brownian", 0.9), ("ctrw", 0.85)],
+    [
+        ("fbm0.25", 0.9),
+        ("fbm0.5", 0.9),
+        ("fbm0.75", 0.9),
+        ("brownian", 0.9),
+        ("ctrw-ml", 0.9),
+        ("ctrw", 0.85),  # Pareto waits: R(t) itself bends at these times (module docstring)
+    ],
 )
 def test_alpha_interval_covers_the_true_exponent(kind: str, coverage: float) -> None:
     hits, widths, alphas = [], [], []
