@@ -139,7 +139,8 @@ class Search:
     constants 2/(εγ) each (at least the preset's burn-in and `draws`; at most `max_steps` steps per
     chain in all), until two neighbouring steps agree
     (within `plateau`·|λ̂| plus their combined Monte-Carlo error), both usable (succeeded, λ̂ > 0,
-    stationary, R-hat at most `max_rhat`); the larger is chosen. The estimates' draws are then sized
+    stationary, R-hat at most `max_rhat`); the larger is chosen. The γ of at most `max_prior`·nβ are
+    walked first, the others only when none of those has a usable step. The estimates' draws are then sized
     for the ESS bound (`min_ess_per_chain` per chain) with a margin of `margin`, between the preset's
     `num_draws` and `max_draws`."""
 
@@ -152,6 +153,7 @@ class Search:
     relaxations: float = 3.0
     max_steps: int = 8000
     max_rhat: float = 1.05
+    max_prior: float = 0.1
     plateau: float = 0.1
     margin: float = 3.0
     max_draws: int = 4000

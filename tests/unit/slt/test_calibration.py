@@ -42,14 +42,15 @@ def fake(table: dict[tuple[float, float], dict]):
 
 
 BASE = Settings(lr=1e-4, localization=100.0, nbeta=None, num_chains=4, num_draws=100, num_burnin_steps=50)
+NBETA = 1000.0  # every γ of the ladders below is within max_prior·nβ = 100 (the cap: its own test)
 LADDER = Search(
     enabled=True, lr=(1e-5, 1e-4, 1e-3, 1e-2), localization=(10.0, 100.0), draws=200, max_steps=8000
 )
 
 
 def test_the_largest_step_a_smaller_one_confirms_is_chosen() -> None:
-    # Weakest localization first: at γ = 10 λ̂ falls with ε all the way down (no plateau before the
-    # steps get too long); at γ = 100: discretization bias at 1e-2, then a plateau.
+    # Weakest localization first: at γ = 10 the chains disagree (R-hat 1.2: nothing usable); at
+    # γ = 100: discretization bias at 1e-2, then a plateau.
     lams = {
         (1e-2, 10.0): 30.0,
         (1e-3, 10.0): 12.0,
@@ -58,8 +59,9 @@ def test_the_largest_step_a_smaller_one_confirms_is_chosen() -> None:
         (1e-4, 100.0): 1.80,
         (1e-5, 100.0): 0.5,
     }
-    estimate, asked = fake({k: row(v, ess=200.0) for k, v in lams.items()})
-    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
+    table = {k: row(v, ess=200.0, rhat=1.2 if k[1] == 10.0 else 1.0) for k, v in lams.items()}
+    estimate, asked = fake(table)
+    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=NBETA)
     assert choice["lr"] == 1e-3 and choice["localization"] == 100.0 and choice["plateau"]
     assert choice["nbeta"] is None and choice["nbeta_factor"] == 1.0  # the preset's batch/log batch, kept
     assert choice["reason"] == "λ̂ at ε=0.001 agrees with ε=0.0001"
@@ -86,6 +88,35 @@ def test_the_largest_step_a_smaller_one_confirms_is_chosen() -> None:
     assert calibration.apply(BASE, choice).num_burnin_steps == 60
 
 
+def test_usable_chains_at_a_weak_localization_are_kept_without_a_plateau() -> None:
+    # nβ = 500: γ = 10 is within 0.1·nβ, γ = 100 is not. At γ = 10 λ̂ still falls with ε when the
+    # steps get too long (no plateau), but its chains are usable: its smallest step wins.
+    lams = {(1e-2, 10.0): 30.0, (1e-3, 10.0): 12.0, (1e-2, 100.0): 2.6, (1e-3, 100.0): 1.85}
+    estimate, asked = fake({k: row(v) for k, v in lams.items()})
+    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=500.0)
+    assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-3, 10.0, False)
+    assert choice["reason"] == "no two neighbouring steps agree at γ=10: its smallest usable step"
+    assert [a.localization for a in asked] == [10.0, 10.0]  # γ = 100 never sampled
+    assert choice["burnin"] == 600
+
+
+def test_a_localization_above_a_tenth_of_nbeta_comes_only_after_the_weaker_ones() -> None:
+    # nβ = 50: only γ = 1 is within 0.1·nβ = 5. Its walk has usable chains but no plateau; γ = 10
+    # (nβ/5) has one, at a value its prior pulls down: γ = 1 wins, unplateaued.
+    lams = {(1e-2, 1.0): 9.0, (1e-3, 1.0): 6.0, (1e-2, 10.0): 2.6, (1e-3, 10.0): 2.5}
+    ladder = dataclasses.replace(LADDER, localization=(1.0, 10.0), max_steps=20000)
+    estimate, asked = fake({k: row(v) for k, v in lams.items()})
+    _, choice = calibration.search(estimate, BASE, ladder, nbeta=50.0)
+    assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-3, 1.0, False)
+    assert [a.localization for a in asked] == [1.0, 1.0]
+    # Nothing usable at γ = 1: the stronger γ is walked, and the reason says it is above the cap.
+    lams = {k: row(-1.0 if k[1] == 1.0 else v) for k, v in lams.items()}
+    estimate, _ = fake(lams)
+    _, choice = calibration.search(estimate, BASE, ladder, nbeta=50.0)
+    assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-2, 10.0, True)
+    assert choice["reason"] == "λ̂ at ε=0.01 agrees with ε=0.001; γ above nβ·max_prior"
+
+
 def test_an_unusable_step_breaks_the_plateau_and_a_divergence_is_passed_over() -> None:
     table = {
         (1e-2, 100.0): row(np.nan, status="failed: NaN detected in loss at chain 0, draw 3"),
@@ -97,26 +128,27 @@ def test_an_unusable_step_breaks_the_plateau_and_a_divergence_is_passed_over() -
     }
     estimate, _ = fake(table)
     search = dataclasses.replace(LADDER, localization=(100.0, 1000.0))
-    rows, choice = calibration.search(estimate, BASE, search, nbeta=15.0)
+    rows, choice = calibration.search(estimate, BASE, search, nbeta=NBETA)
     # 1e-5 at γ = 100 would need 6000 steps of burn-in and 6000 draws: past max_steps, not run.
-    assert [(r["lr"], r["localization"]) for r in rows][:4] == [
-        (1e-2, 100.0),
-        (1e-3, 100.0),
-        (1e-4, 100.0),
-        (1e-2, 1000.0),
-    ]
+    # 0.5 and 0.49 agree, but 1e-4's chains disagree: no plateau, and 1e-3 is γ = 100's only usable step.
+    assert [(r["lr"], r["localization"]) for r in rows] == [(1e-2, 100.0), (1e-3, 100.0), (1e-4, 100.0)]
+    assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-3, 100.0, False)
+    # Nothing usable at γ = 100: on to γ = 1000, whose plateau is taken.
+    table[(1e-3, 100.0)] = row(0.5, nonstationary=True)
+    estimate, _ = fake(table)
+    _, choice = calibration.search(estimate, BASE, search, nbeta=NBETA)
     assert (choice["lr"], choice["localization"], choice["plateau"]) == (1e-3, 1000.0, True)
 
 
-def test_without_a_plateau_the_flattest_pair_then_the_preset() -> None:
+def test_without_a_plateau_the_weakest_usable_localization_then_the_preset() -> None:
     values = {1e-2: 8.1, 1e-3: 2.7, 1e-4: 0.9, 1e-5: 0.3}
     table = {(lr, g): row(v * (1.5 if g == 10.0 else 1.0)) for g in (10.0, 100.0) for lr, v in values.items()}
     estimate, _ = fake(table)
-    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
-    assert not choice["plateau"] and choice["reason"].startswith("no two neighbouring steps agree")
-    assert choice["lr"] in values  # one of the pairs' larger steps, all equally far apart here
+    rows, choice = calibration.search(estimate, BASE, LADDER, nbeta=NBETA)
+    assert not choice["plateau"] and choice["reason"].startswith("no two neighbouring steps agree at γ=10")
+    assert (choice["lr"], choice["localization"]) == (1e-3, 10.0)
     estimate, _ = fake({k: row(-1.0) for k in table})
-    _, kept = calibration.search(estimate, BASE, LADDER, nbeta=15.0)
+    _, kept = calibration.search(estimate, BASE, LADDER, nbeta=NBETA)
     assert kept["reason"].startswith("no usable setting") and kept["lr"] == BASE.lr
     assert calibration.apply(BASE, kept) == BASE
 
@@ -124,7 +156,7 @@ def test_without_a_plateau_the_flattest_pair_then_the_preset() -> None:
 def test_no_localization_means_no_bounded_burn_in() -> None:
     search = Search(enabled=True, lr=(1e-3,), localization=(0.0,))
     estimate, asked = fake({})
-    rows, choice = calibration.search(estimate, BASE, search, nbeta=15.0)
+    rows, choice = calibration.search(estimate, BASE, search, nbeta=NBETA)
     assert rows == [] and asked == [] and choice["reason"].startswith("no usable setting")
 
 

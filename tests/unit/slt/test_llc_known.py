@@ -26,7 +26,10 @@ coefficient at scale (deep linear networks, whose two-layer case is this formula
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -99,6 +102,31 @@ def aoyagi(m: int, h: int, n: int, r: int) -> float:
     return m * n / 2
 
 
+def aoyagi_deep(widths: Sequence[int], r: int) -> float:
+    """λ of the deep linear network x ∈ R^H_1 -> R^H_2 -> ... -> R^H_(M+1) (M layers, no biases) at
+    a true map of rank r (Aoyagi 2024, Consideration on the learning efficiency of multiple-layered
+    neural networks with linear units, Neural Networks 172, Thm 1; stated as Lau et al. 2025 give
+    it). With Δ_i = H_i − r sorted ascending, S is the first ℓ + 1 of them (ℓ ≥ 1) such that
+    Σ_S Δ ≥ ℓ·max_S Δ and Σ_S Δ < ℓ·min_(not S) Δ; then, with a = Σ_S Δ − ℓ⌊Σ_S Δ / ℓ⌋,
+    λ = (−r² + r(H_1 + H_(M+1)))/2 + a(ℓ − a)/(4ℓ) − ℓ(ℓ − 1)/4·(Σ_S Δ / ℓ)² + ½ Σ_(i<j ∈ S) Δ_i Δ_j.
+    Two layers: Aoyagi & Watanabe's formula (`aoyagi`), tested on every case up to width 8."""
+    deltas = sorted(int(h) - int(r) for h in widths)
+    for ell in range(1, len(deltas)):
+        chosen = deltas[: ell + 1]
+        total = sum(chosen)
+        rest = deltas[ell + 1] if ell + 1 < len(deltas) else math.inf
+        if total >= ell * chosen[-1] and total < ell * rest:
+            a = total - ell * (total // ell)
+            pairs = (total**2 - sum(d * d for d in chosen)) / 2
+            return (
+                (-(r**2) + r * (widths[0] + widths[-1])) / 2
+                + a * (ell - a) / (4 * ell)
+                - ell * (ell - 1) / 4 * (total / ell) ** 2
+                + pairs / 2
+            )
+    raise ValueError(f"no set S for widths {list(widths)} and rank {r}")
+
+
 def regression_data(
     m: int, n: int, rank: int, samples: int = N_SAMPLES, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +173,16 @@ def test_aoyagi_formula_limits() -> None:
     assert aoyagi(1, 1, 1, 1) == 0.5  # y = a·c·x, true ac ≠ 0: one direction counts
     assert aoyagi(1, 1, 1, 0) == 0.5  # ac = 0: K = (ac)², normal crossing with k = (1, 1)
     assert aoyagi(3, 2, 3, 1) == 3.5 and aoyagi(5, 3, 4, 2) == 8.0
+
+
+def test_aoyagi_deep_formula_is_the_two_layer_one_and_counts_the_symmetries() -> None:
+    for m, h, n in itertools.product(range(1, 9), repeat=3):
+        for r in range(min(m, h, n) + 1):
+            assert aoyagi_deep([m, h, n], r) == aoyagi(m, h, n, r), (m, h, n, r)
+    # Full rank through equal widths H: the map's H² coordinates count, the M − 1 hidden GL(H)
+    # symmetries do not: λ = H²/2 at any depth.
+    assert all(aoyagi_deep([5] * (depth + 1), 5) == 12.5 for depth in range(2, 7))
+    assert aoyagi_deep([10, 20, 15, 10], 3) == 49.5  # by hand: Δ = 7, 7, 12, 17; ℓ = 2, a = 0
 
 
 def test_regular_linear_regression_is_half_the_dimension() -> None:
@@ -248,3 +286,69 @@ def test_the_calibrated_preset_finds_reduced_rank_regression_lambda(m: int, h: i
     )
     assert choice["plateau"] and row["status"] == "ok"
     assert abs(row["llc"] - truth) <= 0.10 * truth
+
+
+class QuasiHomogeneous(torch.nn.Module):
+    """K(w) = w_1^(2a) + w_2^(2b), minimum 0 at w = 0: λ = 1/(2a) + 1/(2b) (Watanabe 2009, §7.1:
+    each term is a coordinate of degree 2a, 2b; blow-ups are not needed). A perfect sampler returns
+    λ exactly at every nβ without localization (nβ·E[w^(2a)] = 1/(2a) under exp(−nβ w^(2a))), so
+    the error below is the sampler's and the localization's alone."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__()
+        self.a, self.b = int(a), int(b)
+        self.w = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.w[0] ** (2 * self.a) + self.w[1] ** (2 * self.b)).expand(len(x))
+
+
+# The six exact 2-D RLCTs of Sergeant-Perthuis, Tsigaridas & Tsukahara's Table 1 (0.75 ... 0.024,
+# devinterp's SGLD 10-75 % low there at γ = 1, ε = 1e-5, 5 chains x 10 000 steps), on potentials of
+# ours with those λ: (a, b) -> 1/(2a) + 1/(2b). `trusted`: what docs/trustworthy-numbers.md says
+# of the calibrated preset at that λ. Measured here (seed 0): +7.9 %, +2.9 %, −5.4 %; then for
+# 0.107 the one usable step of the search diverges in the longer estimate (failed, recorded), and
+# 0.05 and 0.024 come out −100 %: no chain is usable at γ ≤ nβ/10, and a stronger γ holds them at
+# w* = 0 (the choice's reason says "γ above nβ·max_prior").
+RLCT_2D = [
+    ((1, 2), True),
+    ((4, 4), True),
+    ((4, 8), True),
+    ((7, 14), False),
+    ((15, 30), False),
+    ((28, 84), False),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("powers", "trusted"), RLCT_2D)
+def test_the_calibrated_preset_on_exact_2d_rlcts(powers: tuple[int, int], trusted: bool) -> None:
+    """The calibrated preset end to end (search, then the estimate) on K = w_1^(2a) + w_2^(2b),
+    n = 1000 in one batch (nβ = 144.8). Where the docs trust it (λ ≥ 0.19), within 10 % of λ;
+    below, the docs say it cannot be trusted, and this test holds them to it (the estimate fails
+    or is more than half low): an estimator that gets better there fails here, so that the docs'
+    bound moves with it."""
+    from pipeline.slt import calibration, llc
+
+    a, b = powers
+    truth = 1 / (2 * a) + 1 / (2 * b)
+    base, search = calibrated()
+    x = torch.zeros(N_SAMPLES, 1)
+    data, model = full_batch(x, x), QuasiHomogeneous(a, b)
+    t0 = time.perf_counter()
+
+    def at(settings):
+        return estimate(model, data, settings, step=1, device="cpu", evaluate=potential)
+
+    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
+    row = at(calibration.apply(base, choice))
+    error = (row["llc"] - truth) / truth
+    print(
+        f"\nK = w1^{2 * a} + w2^{2 * b}: λ = {truth:.4g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} "
+        f"(MCSE), error {100 * error:+.1f} %, {row['status']}; chose ε={choice['lr']:g} "
+        f"γ={choice['localization']:g}: {choice['reason']} ({time.perf_counter() - t0:.0f} s)"
+    )
+    if trusted:
+        assert row["status"] == "ok" and abs(error) <= 0.10
+    else:
+        assert row["status"] != "ok" or error < -0.5
