@@ -135,6 +135,8 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
         if p in runs:
             df[p.removeprefix("train.")] = _numeric(runs[p])
     for m in metrics:
+        if m in df:  # an axis of the same name wins: the step metric `llc` is not the preset `llc`
+            continue
         df[m] = pd.to_numeric(runs[m], errors="coerce")
     for t in runs.columns:
         if t in names.ANALYSIS_TAGS and t != names.FAILURE_REASON:

@@ -38,12 +38,18 @@ def _ci(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return table.get("d_s_ci_low", nan).astype(float), table.get("d_s_ci_high", nan).astype(float)
 
 
+def _keys(table: pd.DataFrame, *keys: str) -> list[str]:
+    """The grouping keys, with the SGLD preset (`llc`) first when the sweep ran more than one: a
+    mean over both presets would mix two estimators' λ."""
+    return (["llc"] if "llc" in table and table["llc"].nunique() > 1 else []) + list(keys)
+
+
 def table_1(table: pd.DataFrame) -> pd.DataFrame:
     """Table 1: model, λ, d_s, α, r² (means over the runs of each model); d_s's uncertainty is the
     run's 95 % bootstrap interval for a model with one run, else the std over its runs."""
     require(table, "lambda_final", "d_s", "alpha", "r2", "model")
     lo, hi = _ci(table)
-    g = table.assign(_lo=lo, _hi=hi).groupby("model", sort=False)
+    g = table.assign(_lo=lo, _hi=hi).groupby(_keys(table, "model"), sort=False)
     out = g[["lambda_final", "d_s", "alpha", "r2"]].mean()
     out.insert(0, "runs", g.size())
     out.insert(
@@ -57,7 +63,14 @@ def table_1(table: pd.DataFrame) -> pd.DataFrame:
         ],
     )
     out = out.reset_index().rename(
-        columns={"model": "Model", "lambda_final": "λ", "d_s": "d_s", "alpha": "α", "r2": "r²"}
+        columns={
+            "llc": "SGLD preset",
+            "model": "Model",
+            "lambda_final": "λ",
+            "d_s": "d_s",
+            "alpha": "α",
+            "r2": "r²",
+        }
     )
     return out
 
@@ -92,6 +105,8 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
             "Batch": table.get("batch", np.nan),
         }
     )
+    if _keys(table):  # more than one SGLD preset in the sweep
+        out.insert(0, "SGLD preset", table["llc"].to_numpy())
     by_steps = "steps" in table and table["steps"].notna().any()
     if by_steps:
         out["Steps"] = table["steps"].astype("Int64")
@@ -104,7 +119,7 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
 def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
     """Appendix H: optimizer -> d_s mean/std, λ_final mean/std, test accuracy mean (%)."""
     require(table, "optimizer", "d_s", "lambda_final", "test_acc")
-    g = table.groupby("optimizer")
+    g = table.groupby(_keys(table, "optimizer"))
     out = pd.DataFrame(
         {
             "d_s (mean)": g["d_s"].mean(),
@@ -115,7 +130,7 @@ def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
             "runs": g.size(),
         }
     )
-    return out.reset_index().rename(columns={"optimizer": "Optimizer"})
+    return out.reset_index().rename(columns={"llc": "SGLD preset", "optimizer": "Optimizer"})
 
 
 TABLES = {

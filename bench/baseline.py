@@ -10,7 +10,8 @@ Same data split and same model class and initialisation as the pipeline (`pipeli
 R(t) = ||w_t - w_0|| at every LLC step and evaluates train/test loss and accuracy every
 `--eval-every` steps, devinterp's `estimate_learning_coeff_with_summary` every `--llc-every` steps
 with Table 3's settings (SGLD lr 1e-5, localization 100, 1 chain, 400 draws, 0 burn-in, 1 step
-between draws) and devinterp's defaults for the rest (its `SGLD` sampler, nβ = batch/log batch,
+between draws; `--sgld-lr`, `--localization`, `--chains`, `--burnin`, `--draws` change them) and
+devinterp's defaults for the rest (its `SGLD` sampler, nβ = batch/log batch,
 init loss from its own batches, no seed, progress bars on), the α fit (OLS of log R on log t at the
 LLC steps), λ_final (mean of the last 10 estimates), λ̄, d_s = 2·λ_final·α, and MLflow's fluent API
 (start_run, log_params, one log_metric per value as it is produced, summary metrics and the
@@ -84,7 +85,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--llc-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--draws", type=int, default=400, help="SGLD draws per estimate (Table 3: 400)")
+    p.add_argument("--draws", type=int, default=400, help="SGLD draws per chain (Table 3: 400)")
+    p.add_argument("--sgld-lr", type=float, default=1e-5, help="SGLD step size ε (Table 3: 1e-5)")
+    p.add_argument("--localization", type=float, default=100.0, help="SGLD localization γ (Table 3: 100)")
+    p.add_argument("--chains", type=int, default=1, help="SGLD chains per estimate (Table 3: 1)")
+    p.add_argument("--burnin", type=int, default=0, help="SGLD burn-in steps per chain (Table 3: 0)")
     p.add_argument("--last", type=int, default=10, help="λ_final = mean of the last this many estimates")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--store", required=True, help="MLflow tracking URI, e.g. sqlite:////abs/mlflow.db")
@@ -98,16 +103,17 @@ def load_data(args: argparse.Namespace) -> Data:
     return synthetic(args.batch, shape=tuple(args.shape), n_samples=args.n_samples)
 
 
-def llc_estimate(model: torch.nn.Module, loader: DataLoader, draws: int = 400) -> float:
-    """One λ estimate at the model's weights: Table 3's settings, devinterp's defaults otherwise."""
+def llc_estimate(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace) -> float:
+    """One λ estimate at the model's weights: the SGLD arguments (Table 3's by default),
+    devinterp's defaults otherwise."""
     out = estimate_learning_coeff_with_summary(
         model,
         loader,
         evaluate=evaluate_ce,
-        optimizer_kwargs=dict(lr=1e-5, localization=100.0),
-        num_chains=1,
-        num_draws=draws,
-        num_burnin_steps=0,
+        optimizer_kwargs=dict(lr=args.sgld_lr, localization=args.localization),
+        num_chains=args.chains,
+        num_draws=args.draws,
+        num_burnin_steps=args.burnin,
         num_steps_bw_draws=1,
     )
     return float(out["llc/mean"])
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
                 with tracking():
                     mlflow.log_metric("displacement", r, step=step)
                 t0 = time.perf_counter()
-                lam = llc_estimate(model, loader, args.draws)
+                lam = llc_estimate(model, loader, args)
                 with tracking():
                     mlflow.log_metric("llc", lam, step=step)
                 llc_s += time.perf_counter() - t0

@@ -38,7 +38,8 @@ SETTINGS = "ε=0.01 γ=1 nβ=batch/log batch chains=4 burn-in=600 draws=501 ever
 
 
 def _launch(tmp_path: Path, store: str, *extra: str):
-    res = launch(["threads=2", f"tracking.uri={store}", *extra], cwd=tmp_path)
+    # 70 s quiet for the calibrated job; a machine shared with a sweep took over 300 s.
+    res = launch(["threads=2", f"tracking.uri={store}", *extra], cwd=tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     (run,) = Tracker(store, "almost-bayesian").find_runs({})
     m = run.metrics

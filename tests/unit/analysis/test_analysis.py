@@ -395,3 +395,31 @@ def test_labels_tell_momentum_and_torchvision_architectures_apart() -> None:
         "TorchvisionNet resnet18",
         "TorchvisionNet vgg11",
     ]
+
+
+def test_the_preset_axis_is_not_the_llc_metric_and_tables_keep_presets_apart() -> None:
+    """The last λ estimate is a metric named `llc`; the preset axis of the same name must win, and
+    the tables must not average λ over two estimators (a sweep of `-m llc=paper,calibrated`)."""
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "run_name": ["a", "b", "c", "d"],
+            "status": ["FINISHED"] * 4,
+            "llc.preset": ["paper", "calibrated", "paper", "calibrated"],
+            "seed": ["0", "0", "1", "1"],
+            "llc": [0.4, 50.0, 0.5, 52.0],
+        }
+    )
+    runs.attrs = {"params": ["llc.preset", "seed"], "metrics": ["llc"]}
+    tidy = aggregate.tidy(runs, "both").table
+    assert list(tidy["llc"]) == ["paper", "calibrated", "paper", "calibrated"]
+    table, _, _ = fixture_sweep()
+    table = table.assign(llc=["paper", "calibrated"] * 12)  # both presets for every optimizer
+    table.loc[table["llc"] == "calibrated", "lambda_final"] += 50.0
+    h = tables.ablation_table(table)
+    assert list(h.columns[:2]) == ["SGLD preset", "Optimizer"] and len(h) == 4
+    assert (h.loc[h["SGLD preset"] == "calibrated", "λ_final (mean)"] > 50).all()
+    assert (h.loc[h["SGLD preset"] == "paper", "λ_final (mean)"] < 50).all()
+    assert sorted(set(tables.table_1(table)["SGLD preset"])) == ["calibrated", "paper"]
+    assert "SGLD preset" in tables.table_runs(table)
+    assert "SGLD preset" not in tables.ablation_table(table.assign(llc="paper"))
