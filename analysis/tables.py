@@ -41,7 +41,8 @@ def _ci(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def _keys(table: pd.DataFrame, *keys: str) -> list[str]:
     """The grouping keys, with the SGLD preset (`llc`) first when the sweep ran more than one: a
     mean over both presets would mix two estimators' λ."""
-    return (["llc"] if "llc" in table and table["llc"].nunique() > 1 else []) + list(keys)
+    presets = "llc" in table and not pd.api.types.is_numeric_dtype(table["llc"])  # not the λ metric
+    return (["llc"] if presets and table["llc"].nunique() > 1 else []) + list(keys)
 
 
 def table_1(table: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +50,7 @@ def table_1(table: pd.DataFrame) -> pd.DataFrame:
     run's 95 % bootstrap interval for a model with one run, else the std over its runs."""
     require(table, "lambda_final", "d_s", "alpha", "r2", "model")
     lo, hi = _ci(table)
-    g = table.assign(_lo=lo, _hi=hi).groupby(_keys(table, "model"), sort=False)
+    g = table.assign(_lo=lo, _hi=hi).groupby(_keys(table, "model"), sort=False, dropna=False)
     out = g[["lambda_final", "d_s", "alpha", "r2"]].mean()
     out.insert(0, "runs", g.size())
     out.insert(
@@ -119,7 +120,7 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
 def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
     """Appendix H: optimizer -> d_s mean/std, λ_final mean/std, test accuracy mean (%)."""
     require(table, "optimizer", "d_s", "lambda_final", "test_acc")
-    g = table.groupby(_keys(table, "optimizer"))
+    g = table.groupby(_keys(table, "optimizer"), dropna=False)
     out = pd.DataFrame(
         {
             "d_s (mean)": g["d_s"].mean(),

@@ -154,6 +154,8 @@ def check_search(cfg: DictConfig, first: str) -> None:
             raise UserError(f"llc.calibration.{key}={c[key]} must be ≥ 4 (R-hat and ESS need 4 draws)")
     if "plateau" in c and not float(c.plateau) > 0:
         raise UserError(f"llc.calibration.plateau={c.plateau} must be > 0, e.g. 0.1")
+    if "max_prior" in c and not (isinstance(c.max_prior, int | float) and c.max_prior > 0):
+        raise UserError(f"llc.calibration.max_prior={c.max_prior} must be a number > 0, e.g. 0.1")
     if cfg.llc.online:
         raise UserError(
             "llc.online=true estimates during training, before any checkpoint to calibrate on: "

@@ -140,9 +140,10 @@ class Search:
     chain in all), until two neighbouring steps agree
     (within `plateau`·|λ̂| plus their combined Monte-Carlo error), both usable (succeeded, λ̂ > 0,
     stationary, R-hat at most `max_rhat`); the larger is chosen. The γ of at most `max_prior`·nβ are
-    walked first, the others only when none of those has a usable step. The estimates' draws are then sized
-    for the ESS bound (`min_ess_per_chain` per chain) with a margin of `margin`, between the preset's
-    `num_draws` and `max_draws`."""
+    walked first; without a plateau among them, the first of them with a usable step gives its
+    smallest usable step (`plateau: false`); the others are walked only when none of those has one.
+    The estimates' draws are then sized for the ESS bound (`min_ess_per_chain` per chain) with a
+    margin of `margin`, between the preset's `num_draws` and `max_draws`."""
 
     enabled: bool = False
     step: int | None = field(default=None, metadata={"example": "3000"})

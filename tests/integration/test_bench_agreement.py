@@ -3,8 +3,9 @@ llc.method) and from the straightforward baseline (`bench/baseline.py`) agree wi
 seed-to-seed spread, over K seeds each of a shortened default job.
 
 Both sides estimate λ with one fixed SGLD setting, the one the calibration chooses for the default
-job (ε 1e-2, γ 1, 4 chains, 600 burn-in steps, 500 draws): Table 3's single 400-draw chain spreads
-so widely from seed to seed (λ_final 0.43 ± 0.30) that no affordable K could see a 20 % bias.
+job (ε 1e-2, γ 1, 4 chains, 600 burn-in steps; 500 draws, its 501 rounded): Table 3's single
+400-draw chain spreads so widely from seed to seed (λ_final 0.43 ± 0.30) that no affordable K
+could see a 20 % bias.
 
 Agreement: |mean_ours − mean_baseline| ≤ C · sqrt(s_ours²/K + s_baseline²/K) (C standard errors of
 the difference of two means), for λ_final and for α; and the test's own power: that bound must be

@@ -42,7 +42,7 @@ def fake(table: dict[tuple[float, float], dict]):
 
 
 BASE = Settings(lr=1e-4, localization=100.0, nbeta=None, num_chains=4, num_draws=100, num_burnin_steps=50)
-NBETA = 1000.0  # every γ of the ladders below is within max_prior·nβ = 100 (the cap: its own test)
+NBETA = 1000.0  # γ up to 100 is within max_prior·nβ (the cap: its own test)
 LADDER = Search(
     enabled=True, lr=(1e-5, 1e-4, 1e-3, 1e-2), localization=(10.0, 100.0), draws=200, max_steps=8000
 )

@@ -93,6 +93,8 @@ def test_batched_seeds_share_the_first_seeds_calibration(tiny_cfg) -> None:
         (["llc.calibration.lr=[]"], "must be a non-empty list"),
         (["llc.calibration.draws=2"], "must be ≥ 4"),
         (["llc.calibration.localization=[0,10]"], "every value must be > 0"),
+        (["llc.calibration.max_prior=0"], "max_prior=0 must be a number > 0"),
+        (["llc.calibration.max_prior=a"], "max_prior=a must be a number > 0"),
     ],
 )
 def test_calibration_settings_are_checked(tiny_cfg, extra: list[str], message: str) -> None:
