@@ -103,17 +103,25 @@ def load_data(args: argparse.Namespace) -> Data:
     return synthetic(args.batch, shape=tuple(args.shape), n_samples=args.n_samples)
 
 
-def llc_estimate(model: torch.nn.Module, loader: DataLoader, args: argparse.Namespace) -> float:
-    """One λ estimate at the model's weights: the SGLD arguments (Table 3's by default),
+def llc_estimate(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    draws: int = 400,
+    lr: float = 1e-5,
+    localization: float = 100.0,
+    chains: int = 1,
+    burnin: int = 0,
+) -> float:
+    """One λ estimate at the model's weights: these SGLD settings (Table 3's by default),
     devinterp's defaults otherwise."""
     out = estimate_learning_coeff_with_summary(
         model,
         loader,
         evaluate=evaluate_ce,
-        optimizer_kwargs=dict(lr=args.sgld_lr, localization=args.localization),
-        num_chains=args.chains,
-        num_draws=args.draws,
-        num_burnin_steps=args.burnin,
+        optimizer_kwargs=dict(lr=lr, localization=localization),
+        num_chains=chains,
+        num_draws=draws,
+        num_burnin_steps=burnin,
         num_steps_bw_draws=1,
     )
     return float(out["llc/mean"])
@@ -155,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=args.batch, shuffle=True)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr)
     total = args.steps or args.epochs * len(loader)
+    sgld = {"draws": args.draws, "lr": args.sgld_lr, "localization": args.localization}
+    sgld |= {"chains": args.chains, "burnin": args.burnin}
     llc_s, step, rows, test_acc = 0.0, 0, [], float("nan")
     model.train()
     while step < total:
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
                 with tracking():
                     mlflow.log_metric("displacement", r, step=step)
                 t0 = time.perf_counter()
-                lam = llc_estimate(model, loader, args)
+                lam = llc_estimate(model, loader, **sgld)
                 with tracking():
                     mlflow.log_metric("llc", lam, step=step)
                 llc_s += time.perf_counter() - t0

@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> dict:
         variants["ours_batched_one"] = lambda: llc.estimate_many(
             model, [state], data, cfg.llc, [step], "cpu", task
         )
-    sgld = argparse.Namespace(
-        sgld_lr=float(cfg.llc.lr),
-        localization=float(cfg.llc.localization),
-        chains=int(cfg.llc.num_chains),
-        burnin=int(cfg.llc.num_burnin_steps),
-        draws=int(cfg.llc.num_draws),
+    variants["baseline"] = lambda: llc_estimate(
+        model,
+        loader,
+        int(cfg.llc.num_draws),
+        float(cfg.llc.lr),
+        float(cfg.llc.localization),
+        int(cfg.llc.num_chains),
+        int(cfg.llc.num_burnin_steps),
     )
-    variants["baseline"] = lambda: llc_estimate(model, loader, sgld)
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     for call in range(args.calls + 1):  # the first round warms up (lazy imports, allocations)
         for name, fn in variants.items():

@@ -99,7 +99,7 @@ def search(
     weak = [(g, f) for g, f in pairs if g <= search.max_prior * f * nbeta]
     for group, note in ((weak, ""), ([p for p in pairs if p not in weak], "; γ above nβ·max_prior")):
         for gamma, factor in group:
-            plateau = _walk(estimate, base, search, gamma, factor * nbeta, factor, rows)
+            plateau = _walk(estimate, base, search, gamma, factor, nbeta, rows)
             if plateau is not None:
                 above, lr = plateau
                 why = f"λ̂ at ε={above['lr']:g} agrees with ε={lr:g}{note}"
@@ -131,19 +131,20 @@ def _walk(
     base: Settings,
     search: Search,
     gamma: float,
-    nbeta: float,
     factor: float,
+    nbeta: float,
     rows: list[dict],
 ) -> tuple[dict, float] | None:
-    """Walk ε down the ladder at localization `gamma` and nβ `nbeta`, appending each step's row to
-    `rows`; (the larger step's row, the smaller ε) of the first agreeing usable pair, else None."""
+    """Walk ε down the ladder at localization `gamma` and nβ `factor`·`nbeta`, appending each
+    step's row to `rows`; (the larger step's row, the smaller ε) of the first agreeing usable pair,
+    else None."""
     above: dict | None = None  # the estimate at the next larger step
     for lr in sorted(search.lr, reverse=True):
         burnin, draws = steps_for(base, search, lr, gamma)
         if burnin + draws > search.max_steps:
             return None  # smaller steps need longer still: this γ cannot equilibrate within the budget
         at = dataclasses.replace(
-            base, lr=lr, localization=gamma, nbeta=nbeta, num_draws=draws, num_burnin_steps=burnin
+            base, lr=lr, localization=gamma, nbeta=factor * nbeta, num_draws=draws, num_burnin_steps=burnin
         )
         row = {"lr": lr, "localization": gamma, "nbeta_factor": factor, "burnin": burnin, "draws": draws}
         row |= estimate(at)

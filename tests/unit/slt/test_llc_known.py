@@ -247,13 +247,23 @@ def test_normal_crossing_potential(powers: tuple[int, int]) -> None:
     assert abs(row["llc"] - target) <= 3.5 * row["llc_std"]
 
 
-def calibrated() -> tuple:
-    """The calibrated preset (conf/llc/calibrated.yaml) as it is: its settings and its search."""
+def calibrated_estimate(model: torch.nn.Module, data: Data, evaluate) -> tuple[dict, dict, float]:
+    """The calibrated preset (conf/llc/calibrated.yaml) as it is, end to end with the stage's
+    estimator: its search on the model, then the estimate with the choice; (row, choice, seconds)."""
+    from pipeline.slt import calibration, llc
     from pipeline.slt.settings import Search, Settings
 
     cfg = OmegaConf.load(ROOT / "conf" / "llc" / "calibrated.yaml")
     cfg.seed = 0
-    return Settings.of(cfg), Search.of(cfg.calibration)
+    base, search = Settings.of(cfg), Search.of(cfg.calibration)
+    t0 = time.perf_counter()
+
+    def at(settings: Settings) -> dict:
+        return estimate(model, data, settings, step=1, device="cpu", evaluate=evaluate)
+
+    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
+    row = at(calibration.apply(base, choice))
+    return row, choice, time.perf_counter() - t0
 
 
 @pytest.mark.slow
@@ -264,21 +274,10 @@ def test_the_calibrated_preset_finds_reduced_rank_regression_lambda(m: int, h: i
     so the preset's nβ = batch/log batch is eq. (25)'s n/log n. Measured (seed 0, one thread,
     15-30 s each): 3.50 for 3.5, 7.62 for 8, 10.53 for 10, 16.13 for 16; the search chose γ = 10
     every time (γ = 100 caps them at 2.2, 4.8, 5.8: −38 to −42 %)."""
-    from pipeline.slt import calibration, llc
-
-    base, search = calibrated()
     x, y = regression_data(m, n, rank=r)
     model = two_layer_linear(reduced_rank_minimizer(x, y, h), h)
-    data = full_batch(x, y)
-    t0 = time.perf_counter()
-
-    def at(settings):
-        return estimate(model, data, settings, step=1, device="cpu", evaluate=gaussian_nll)
-
-    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
-    row = at(calibration.apply(base, choice))
+    row, choice, took = calibrated_estimate(model, full_batch(x, y), gaussian_nll)
     truth = aoyagi(m, h, n, r)
-    took = time.perf_counter() - t0
     print(
         f"\nRRR m={m} h={h} n={n} r={r}: λ = {truth:g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), "
         f"error {100 * (row['llc'] - truth) / truth:+.1f} %; "
@@ -328,25 +327,15 @@ def test_the_calibrated_preset_on_exact_2d_rlcts(powers: tuple[int, int], truste
     below, the docs say it cannot be trusted, and this test holds them to it (the estimate fails
     or is more than half low): an estimator that gets better there fails here, so that the docs'
     bound moves with it."""
-    from pipeline.slt import calibration, llc
-
     a, b = powers
     truth = 1 / (2 * a) + 1 / (2 * b)
-    base, search = calibrated()
     x = torch.zeros(N_SAMPLES, 1)
-    data, model = full_batch(x, x), QuasiHomogeneous(a, b)
-    t0 = time.perf_counter()
-
-    def at(settings):
-        return estimate(model, data, settings, step=1, device="cpu", evaluate=potential)
-
-    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
-    row = at(calibration.apply(base, choice))
+    row, choice, took = calibrated_estimate(QuasiHomogeneous(a, b), full_batch(x, x), potential)
     error = (row["llc"] - truth) / truth
     print(
         f"\nK = w1^{2 * a} + w2^{2 * b}: λ = {truth:.4g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} "
         f"(MCSE), error {100 * error:+.1f} %, {row['status']}; chose ε={choice['lr']:g} "
-        f"γ={choice['localization']:g}: {choice['reason']} ({time.perf_counter() - t0:.0f} s)"
+        f"γ={choice['localization']:g}: {choice['reason']} ({took:.0f} s)"
     )
     if trusted:
         assert row["status"] == "ok" and abs(error) <= 0.10
@@ -363,24 +352,14 @@ def test_the_calibrated_preset_on_normal_crossings(powers: tuple[int, int]) -> N
     time; above the exact value at this nβ and γ (0.210, 0.361, 0.142: a perfect sampler is low by
     the 1/log nβ term), as the step's discretization lifts λ̂: the interval covers λ, not the
     finite-nβ value, and the docs say so."""
-    from pipeline.slt import calibration, llc
-
     truth = 1 / (2 * max(powers))
-    base, search = calibrated()
     x = torch.zeros(N_SAMPLES, 1)
-    data, model = full_batch(x, x), NormalCrossing(powers)
-    t0 = time.perf_counter()
-
-    def at(settings):
-        return estimate(model, data, settings, step=1, device="cpu", evaluate=potential)
-
-    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
-    row = at(calibration.apply(base, choice))
+    row, choice, took = calibrated_estimate(NormalCrossing(powers), full_batch(x, x), potential)
     half = 1.96 * row["llc_mcse"]
     print(
         f"\nnormal crossing k={powers}: λ = {truth:.4g}, λ̂ = {row['llc']:.4g} ± {half:.2g} (95 %), "
         f"error {100 * (row['llc'] - truth) / truth:+.1f} %; chose ε={choice['lr']:g} "
-        f"γ={choice['localization']:g} ({time.perf_counter() - t0:.0f} s)"
+        f"γ={choice['localization']:g} ({took:.0f} s)"
     )
     assert row["status"] == "ok"
     assert abs(row["llc"] - truth) <= half
