@@ -134,6 +134,8 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
     for p in ("train.epochs", "train.steps"):
         if p in runs:
             df[p.removeprefix("train.")] = _numeric(runs[p])
+    if "steps" in df and "epochs" in df:  # train.steps ends a run before its epochs: not its length
+        df.loc[df["steps"].notna(), "epochs"] = np.nan
     for m in metrics:
         if m in df:  # an axis of the same name wins: the step metric `llc` is not the preset `llc`
             continue

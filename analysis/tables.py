@@ -38,11 +38,19 @@ def _ci(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return table.get("d_s_ci_low", nan).astype(float), table.get("d_s_ci_high", nan).astype(float)
 
 
+def _presets(table: pd.DataFrame) -> bool:
+    """More than one SGLD preset (`llc`, a name, not the λ metric) in the sweep."""
+    named = "llc" in table and not pd.api.types.is_numeric_dtype(table["llc"])
+    return bool(named and table["llc"].nunique() > 1)
+
+
 def _keys(table: pd.DataFrame, *keys: str) -> list[str]:
-    """The grouping keys, with the SGLD preset (`llc`) first when the sweep ran more than one: a
-    mean over both presets would mix two estimators' λ."""
-    presets = "llc" in table and not pd.api.types.is_numeric_dtype(table["llc"])  # not the λ metric
-    return (["llc"] if presets and table["llc"].nunique() > 1 else []) + list(keys)
+    """The grouping keys: the SGLD preset (`llc`) first when the sweep ran more than one (a mean over
+    both presets would mix two estimators' λ), then the data set the runs trained on (its tag)."""
+    return (["llc"] if _presets(table) else []) + (["dataset"] if "dataset" in table else []) + list(keys)
+
+
+NAMES = {"llc": "SGLD preset", "dataset": "Data set"}
 
 
 def table_1(table: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +73,7 @@ def table_1(table: pd.DataFrame) -> pd.DataFrame:
     )
     out = out.reset_index().rename(
         columns={
-            "llc": "SGLD preset",
+            **NAMES,
             "model": "Model",
             "lambda_final": "λ",
             "d_s": "d_s",
@@ -86,18 +94,21 @@ def table_4(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Tables 5-8: a row per run, sorted by d_s: parameters, d_s, λ ± std, architecture, batch,
-    epochs (or steps, for runs trained a fixed number of steps), lr."""
+    """Tables 5-8: a row per run, sorted by d_s: the data set, both parameter counts (the paper's
+    weights-only and every trainable one), d_s, λ ± std, architecture, batch, the length as trained
+    (epochs where they set it, and steps), lr."""
     require(table, "lambda_final", "d_s")
     nan = pd.Series(np.nan, index=table.index)
     std = table["lambda_final_std"] if "lambda_final_std" in table else pd.Series(np.nan, index=table.index)
     out = pd.DataFrame(
         {
-            # The paper's tables count weight matrices and kernels (`num_weights`); older runs: all.
-            "Num Params": table.get("num_weights", nan)
+            # The paper's tables count weight matrices and kernels (`num_weights`; older runs: all
+            # parameters); `launch.py` prints every trainable parameter (biases, batch norm).
+            "Num Params (weights)": table.get("num_weights", nan)
             .astype(float)
             .fillna(table.get("num_params", nan).astype(float))
             .astype("Int64"),
+            "Trainable params": table.get("num_params", nan).astype(float).astype("Int64"),
             "Spect. Dim": table["d_s"].round(3),
             "d_s 95 % CI": [_interval(a, b) for a, b in zip(*_ci(table))],
             "LLC (final)": [_pm(m, s) for m, s in zip(table["lambda_final"], std)],
@@ -106,13 +117,18 @@ def table_runs(table: pd.DataFrame) -> pd.DataFrame:
             "Batch": table.get("batch", np.nan),
         }
     )
-    if _keys(table):  # more than one SGLD preset in the sweep
+    if "dataset" in table:
+        out.insert(0, "Data set", table["dataset"].to_numpy())
+    if _presets(table):
         out.insert(0, "SGLD preset", table["llc"].to_numpy())
-    by_steps = "steps" in table and table["steps"].notna().any()
-    if by_steps:
-        out["Steps"] = table["steps"].astype("Int64")
-    elif "epochs" in table:
+    # The length as trained: the steps the run took (a phase or train.steps may stop it before its
+    # epochs), and the epochs where those set it.
+    if "epochs" in table and table["epochs"].notna().any():
         out["Epochs"] = table["epochs"].astype("Int64")
+    if "total_steps" in table:
+        out["Steps"] = table["total_steps"].astype(float).astype("Int64")
+    elif "steps" in table:
+        out["Steps"] = table["steps"].astype("Int64")
     out["LR"] = table.get("lr", np.nan)
     return out.sort_values("Spect. Dim").reset_index(drop=True)
 
@@ -131,7 +147,7 @@ def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
             "runs": g.size(),
         }
     )
-    return out.reset_index().rename(columns={"llc": "SGLD preset", "optimizer": "Optimizer"})
+    return out.reset_index().rename(columns={**NAMES, "optimizer": "Optimizer"})
 
 
 TABLES = {

@@ -5,12 +5,13 @@ from pipeline.data.container import Data
 from pipeline.data.modular import modular_division
 from pipeline.data.tabular import digits, moons, synthetic
 from pipeline.data.text import synthetic_stories, tinystories
-from pipeline.data.vision import cifar10, mnist, tinyimagenet
+from pipeline.data.vision import cifar10, fashion_mnist, mnist, tinyimagenet
 
 __all__ = [
     "Data",
     "cifar10",
     "digits",
+    "fashion_mnist",
     "mnist",
     "modular_division",
     "moons",

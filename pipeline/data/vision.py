@@ -1,16 +1,79 @@
 """Image data sets read from the files the usual tools write (never downloaded at run time unless
-asked): MNIST's IDX files, CIFAR10's pickles, the Tiny ImageNet folder tree."""
+asked): MNIST's and Fashion-MNIST's IDX files, CIFAR10's pickles, the Tiny ImageNet folder tree."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.data.container import Data
-from pipeline.data.tabular import split
+from pipeline.data.tabular import split, synthetic
 from pipeline.errors import UserError
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format, plain or .gz): magic (0, 0, type, ndim), big-endian uint32 sizes,
+    then the values. A file shorter than its header says is called truncated, with both sizes."""
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise UserError(f"{path} is not an IDX file (bad magic number): replace it with the original file")
+    dtype, ndim = np.dtype(IDX_TYPES[raw[2]]), raw[3]
+    head = 4 + 4 * ndim
+    shape = tuple(int(v) for v in np.frombuffer(raw[4:head], dtype=">u4")) if len(raw) >= head else ()
+    expected = head + int(np.prod(shape)) * dtype.itemsize if shape else head
+    if len(raw) < expected:
+        raise UserError(
+            f"{path} is truncated: {expected} bytes expected (header: {list(shape) or ndim}), {len(raw)} "
+            "found: download or copy it again"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=head).reshape(shape)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """`<stem>` or `<stem>.gz` in `folder`, whichever exists."""
+    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+
+
+def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and labels of `<prefix>-images-idx3-ubyte` / `-labels-idx1-ubyte`; None if absent."""
+    images, labels = (
+        _idx_file(folder, f"{prefix}-images-idx3-ubyte"),
+        _idx_file(folder, f"{prefix}-labels-idx1-ubyte"),
+    )
+    if images is None or labels is None:
+        return None
+    x, y = read_idx(images), read_idx(labels)
+    if len(x) != len(y):
+        raise UserError(
+            f"{images} holds {len(x)} images but {labels} {len(y)} labels: use files of one release"
+        )
+    return x, y.astype(np.int64)
+
+
+def _mnist_like(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: float,
+    std: float,
+    subset: int,
+    test_fraction,
+    split_seed,
+    batch_size,
+) -> Data:
+    """A `subset` of 28x28 greyscale images, standardised with the data set's mean and std, split."""
+    if subset and subset < len(y):
+        keep = np.random.default_rng(split_seed).permutation(len(y))[:subset]
+        x, y = x[keep], y[keep]
+    images = (x.astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(std)
+    return split(name, images, y, test_fraction, split_seed, batch_size, 10)
 
 
 def mnist(
@@ -26,25 +89,61 @@ def mnist(
     Reads torchvision's on-disk layout, `<root>/MNIST/raw/train-images-idx3-ubyte` and
     `train-labels-idx1-ubyte` (plain or .gz); `download=True` fetches them where there is network.
     """
-    from torchvision.datasets import MNIST
-
     root_path = Path(root).expanduser().resolve()
-    try:
-        ds = MNIST(str(root_path), train=True, download=download)
-    except RuntimeError as e:
+    raw = root_path / "MNIST" / "raw"
+    if download:
+        from torchvision.datasets import MNIST
+
+        MNIST(str(root_path), train=True, download=True)
+    pair = _idx_pair(raw, "train")
+    if pair is None:
         raise UserError(
-            f"MNIST not found under {root_path / 'MNIST' / 'raw'} (expects train-images-idx3-ubyte "
+            f"MNIST not found under {raw} (expects train-images-idx3-ubyte "
             "and train-labels-idx1-ubyte): set dataset.root=<folder holding MNIST/raw> or "
             "dataset.download=true on a machine with network"
-        ) from e
-    images = ds.data.numpy().astype(np.float32) / 255.0
-    labels = ds.targets.numpy()
-    if subset and subset < len(labels):
-        keep = np.random.default_rng(split_seed).permutation(len(labels))[:subset]
-        images, labels = images[keep], labels[keep]
+        )
     # Standardise with MNIST's usual mean and std, as torchvision tutorials do.
-    images = (images - 0.1307) / 0.3081
-    return split("mnist", images, labels, test_fraction, split_seed, batch_size, 10)
+    return _mnist_like("mnist", *pair, 0.1307, 0.3081, subset, test_fraction, split_seed, batch_size)
+
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def fashion_mnist(
+    batch_size: int,
+    root: str = FASHION_MNIST_ROOT,
+    subset: int = 10_000,
+    test_fraction: float = 0.5,
+    split_seed: int = 0,
+    stand_in: bool = False,
+) -> Data:
+    """A `subset` of Fashion-MNIST's training images (Xiao et al. 2017: MNIST's shape and format,
+    ten kinds of clothing), split train/test like `mnist`.
+
+    Reads `<root>/train-images-idx3-ubyte[.gz]` and `train-labels-idx1-ubyte[.gz]`, the flat layout
+    of Debian's `dataset-fashion-mnist` (its folder is the default root) and of the zalando release.
+    Where the files are absent, `stand_in=True` returns the synthetic stand-in of the same shape, named
+    so (the CPU twins of the MNIST experiments run anywhere; their records say which data they had).
+    """
+    folder = Path(root).expanduser().resolve()
+    pair = _idx_pair(folder, "train")
+    if pair is None:
+        if stand_in:
+            print(
+                f"note: no Fashion-MNIST under {folder}: training on a synthetic stand-in of its shape "
+                "(apt-get install dataset-fashion-mnist for the real images)",
+                file=sys.stderr,
+            )
+            d = synthetic(batch_size, (28, 28), 10, subset or 10_000, 1.0, test_fraction, split_seed)
+            d.name = f"synthetic (stand-in: no Fashion-MNIST under {folder})"
+            return d
+        raise UserError(
+            f"Fashion-MNIST not found under {folder} (expects train-images-idx3-ubyte.gz and "
+            "train-labels-idx1-ubyte.gz): apt-get install dataset-fashion-mnist, or set "
+            "dataset.root=<folder holding them>"
+        )
+    # Fashion-MNIST's pixel mean and std over its 60 000 training images.
+    return _mnist_like("fashion_mnist", *pair, 0.2860, 0.3530, subset, test_fraction, split_seed, batch_size)
 
 
 def cifar10(

@@ -50,6 +50,7 @@ def run(tracker: Tracker, run_id: str) -> str:
     m |= {k: metrics[f"fit_{k}"] for k in ("lambda_final", "lambda_bar") if f"fit_{k}" in metrics}
     lines = [
         f"run {run_id} ({r.name}) in experiment '{tracker.experiment_name(r.experiment_id)}'",
+        f"  data: {tags.get(names.DATASET, 'n/a')}",
         f"  λ_final = {m['lambda_final']:.4g}   λ̄ = {m['lambda_bar']:.4g}   "
         f"(devinterp SGLD, nβ = {tags.get(names.LLC_NBETA, 'n/a')})",
         *(
@@ -98,7 +99,7 @@ def run(tracker: Tracker, run_id: str) -> str:
 def seeds(tracker: Tracker, members: list[Member]) -> str:
     """One line per seed, then the spread over the seeds that finished."""
     lines = [f"{len(members)} seeds in one batched job, one run each:"]
-    rows = []
+    rows, data = [], set()
     for m in members:
         if m.failed is not None:
             lines.append(f"  seed {m.seed:>4}  run {m.run_id}  FAILED: {m.failed}")
@@ -106,6 +107,7 @@ def seeds(tracker: Tracker, members: list[Member]) -> str:
         r = tracker.get_run(m.run_id)
         x, tags = r.metrics, r.tags
         rows.append(x)
+        data.add(tags.get(names.DATASET, "n/a"))
         lines.append(
             f"  seed {m.seed:>4}  run {m.run_id}  λ_final {x['lambda_final']:.4g}  α {x['alpha']:.4f}  "
             f"d_s {x['d_s']:.4g}  Lemma 3.4 {tags.get(names.LEMMA_3_4)}  "
@@ -118,6 +120,7 @@ def seeds(tracker: Tracker, members: list[Member]) -> str:
             for k in ("lambda_final", "alpha", "d_s", "test_acc")
         )
         lines.append(f"  mean ± sd over {len(rows)} seeds: {spread}")
+        lines.insert(1, f"  data: {', '.join(sorted(data))}")
     lines.append(f"browse: {ui_command(tracker.uri)}")
     return "\n".join(lines)
 

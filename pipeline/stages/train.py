@@ -112,6 +112,7 @@ def train_one(ctx: Context, member: Member) -> dict:
     schedule = build.schedule(cfg, model, data.steps_per_epoch)
     optimizer = None if schedule else build.optimizer(cfg, build.trainable(model))
     sizes = {"num_params": num_params(model), "num_weights": num_weights(model), "total_steps": steps}
+    tracker.set_tags(run_id, {names.DATASET: data.name})
     loop = Loop(model, task, data, build.plan(cfg, steps), int(cfg.seed), optimizer, schedule)
     resuming = member.action == "claim"
     saved = load_state(tracker, run_id) if resuming else None
@@ -205,6 +206,7 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
                         f.unlink()
             log_records(tracker, m.run_id, traj.reset_index(drop=True), evals.to_dict("records"))
             tracker.log_summary(m.run_id, {**sizes, "avg_lr": float(cfg.lr)})  # one optimizer, one rate
+            tracker.set_tags(m.run_id, {names.DATASET: data.name})
             tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
             if diverged is not None:
                 ctx.fail(m, f"Diverged: {Diverged.at(step, loss)}")

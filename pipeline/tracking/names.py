@@ -80,6 +80,7 @@ ANALYSIS_TAG = "analysis"  # "true" on a sweep's analysis run (aggregation skips
 LEMMA_3_4 = "verdict.lemma_3_4"  # holds, violated, within_error, n/a
 COROLLARY_3_3 = "verdict.corollary_3_3"
 FIT_WINDOW = "fit.window"
+DATASET = "dataset"  # the data the run trained on, as its loader names it (e.g. a stand-in's)
 LLC_METHOD = "llc.method"
 LLC_NBETA = "llc.nbeta_used"
 LLC_LAST = "llc.last"
@@ -134,6 +135,7 @@ SUMMARY_METRICS = (
 # Tags the analysis carries into its tables (the verdicts, flags and failure of a run).
 ANALYSIS_TAGS = (
     FAILURE_REASON,
+    DATASET,
     RERUN_FAILURE,
     LEMMA_3_4,
     COROLLARY_3_3,

@@ -1,5 +1,6 @@
-"""Small data sets and weights in the real on-disk formats (MNIST's IDX files, CIFAR10's pickles, the
-Tiny ImageNet folder tree, a torchvision state dict): what the loaders read, without a download."""
+"""Small data sets and weights in the real on-disk formats (MNIST's and Fashion-MNIST's IDX files,
+CIFAR10's pickles, the Tiny ImageNet folder tree, a torchvision state dict): what the loaders read,
+without a download."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def write_mnist(root: Path, n_train: int = 60, n_test: int = 20) -> tuple[np.nda
     write_idx(raw / "train-labels-idx1-ubyte", labels)
     write_idx(raw / "t10k-images-idx3-ubyte", images[:n_test])
     write_idx(raw / "t10k-labels-idx1-ubyte", labels[:n_test])
+    return images, labels
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Debian's dataset-fashion-mnist layout: flat, gzip-compressed IDX files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8)
+    labels = np.arange(n_train) % 10
+    write_idx(folder / "train-images-idx3-ubyte", images, compress=True)
+    write_idx(folder / "train-labels-idx1-ubyte", labels, compress=True)
     return images, labels
 
 

@@ -12,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from pipeline.config import build, checks
+from pipeline.data.vision import FASHION_MNIST_ROOT
 from pipeline.models import num_params
 from pipeline.slt import llc
 from tests.helpers.config import ROOT, compose_cfg
@@ -83,8 +84,12 @@ def test_experiment_builds_trains_one_step_and_estimates_llc(name: str, data_roo
         tiny.append(f"dataset.root={data_root}")
         if "subset" in compose_cfg([f"+experiment={name}"]).dataset:
             tiny.append("dataset.subset=40")
-    else:
-        tiny.append("dataset.n_samples=40")
+    else:  # the synthetic stand-in, or Fashion-MNIST (a stand-in where Debian's package is absent)
+        tiny.append(
+            "dataset.subset=40"
+            if "subset" in compose_cfg([f"+experiment={name}"]).dataset
+            else "dataset.n_samples=40"
+        )
     # One job per distinct model and optimizer (seeds, lr and batch change no code path).
     distinct = {tuple(o for o in job if o.startswith(("model", "optimizer"))): job for job in reversed(jobs)}
     jobs = [j for j in jobs if j in distinct.values()]
@@ -141,3 +146,8 @@ def test_cpu_variant_runs_from_the_command_line(name: str, tmp_path: Path) -> No
     runs = Tracker(store, "almost-bayesian").find_runs({})
     assert len(runs) == CPU_RUNS[name] == expected_runs(name)
     assert all(r.status == "FINISHED" and "lambda_final" in r.metrics for r in runs)
+    # The MNIST twins train on Fashion-MNIST's real images where Debian's package is installed (CI).
+    real = name.startswith("mnist") and Path(FASHION_MNIST_ROOT).is_dir()
+    assert {r.tags.get("dataset") for r in runs} == (
+        {"fashion_mnist"} if real else {runs[0].tags.get("dataset")}
+    )

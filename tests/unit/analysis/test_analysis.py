@@ -137,7 +137,9 @@ def test_ablation_config_picks_each_optimizers_lr_then_make_figures_reads_it(tmp
     assert "+experiment" not in done.loc["sgd", "run_name"]
     assert analysis_main(["--uri", tracker.uri, "--out", str(tmp_path / "results"), "--no-log"]) == 0
     table = (tmp_path / "results" / "ablation_digits" / "ablation_appendix_h.md").read_text()
-    assert table.splitlines()[2].startswith("| adam |") and table.splitlines()[3].startswith("| sgd |")
+    assert table.splitlines()[2].startswith("| digits | adam |") and table.splitlines()[3].startswith(
+        "| digits | sgd |"
+    )
 
 
 def test_empty_sweep_table_has_the_status_columns() -> None:
@@ -423,3 +425,37 @@ def test_the_preset_axis_is_not_the_llc_metric_and_tables_keep_presets_apart() -
     assert sorted(set(tables.table_1(table)["SGLD preset"])) == ["calibrated", "paper"]
     assert "SGLD preset" in tables.table_runs(table)
     assert "SGLD preset" not in tables.ablation_table(table.assign(llc="paper"))
+
+
+def test_tables_name_the_data_set_both_parameter_counts_and_the_length_as_trained() -> None:
+    """The `dataset` tag becomes a column; Tables 5-8 give the paper's weights-only count beside every
+    trainable parameter, and a run that train.steps ended is not listed with its configured epochs."""
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "run_name": ["a", "b"],
+            "status": ["FINISHED"] * 2,
+            "seed": ["0", "1"],
+            "train.epochs": ["250", "250"],
+            "train.steps": ["600", "None"],
+            "dataset": ["fashion_mnist", "synthetic (stand-in: no Fashion-MNIST under /x)"],
+            "lambda_final": [20.0, 3.0],
+            "d_s": [10.0, 1.0],
+            "alpha": [0.25, 0.2],
+            "r2": [0.99, 0.98],
+            "num_params": [2314.0, 2314.0],
+            "num_weights": [2280.0, 2280.0],
+            "total_steps": [600.0, 4000.0],
+        }
+    )
+    runs.attrs = {
+        "params": ["seed", "train.epochs", "train.steps"],
+        "metrics": ["lambda_final", "d_s", "alpha", "r2", "num_params", "num_weights", "total_steps"],
+    }
+    tidy = aggregate.tidy(runs, "s").table
+    assert tidy["epochs"].isna().tolist() == [True, False]  # 250 epochs were not what run a trained
+    rows = tables.table_runs(tidy).set_index("Data set")
+    assert rows.loc["fashion_mnist", "Num Params (weights)"] == 2280
+    assert rows.loc["fashion_mnist", "Trainable params"] == 2314
+    assert rows.loc["fashion_mnist", "Steps"] == 600 and pd.isna(rows.loc["fashion_mnist", "Epochs"])
+    assert list(tables.table_1(tidy.assign(model="MLP"))["Data set"]) == sorted(set(tidy["dataset"]))
