@@ -60,7 +60,9 @@ class LLC(Settings):
 
 @dataclass(frozen=True)
 class Fit(Window):
-    """The fit stage's window and bootstrap."""
+    """The fit stage's window and bootstrap, and whether it draws the run's own figures."""
+
+    figures: bool = True
 
 
 @dataclass

@@ -49,6 +49,28 @@ class Data:
         # The last, smaller batch is kept, as torch's DataLoader does by default.
         return -(-self.n_train // self.batch_size)
 
+    def digest(self) -> str:
+        """A short content hash of the split (train and test tensors, their shapes and dtypes): two
+        runs with the same digest trained and were tested on the same numbers."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def profile(self) -> dict[str, object]:
+        """Sizes for the record: samples, input shape, classes, batch size."""
+        return {
+            "train_samples": self.n_train,
+            "test_samples": len(self.y_test),
+            "input_shape": list(self.x_train.shape[1:]),
+            "num_classes": self.num_classes,
+            "batch_size": self.batch_size,
+        }
+
     def to(self, device: str) -> Data:
         """The split's tensors moved to `device` (in place; returns self)."""
         for name in ("x_train", "y_train", "x_test", "y_test"):

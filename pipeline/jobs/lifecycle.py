@@ -119,6 +119,7 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
         for m in alive:
             tracker.log_summary(m.run_id, tracking)
             tracker.finish(m.run_id)
+        report.describe(tracker, alive, cfg)  # after the last record: the description is the final report
     return Outcome(tracker, members)
 
 

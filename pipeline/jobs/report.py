@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from pipeline.config import checks
 from pipeline.config.members import is_batched
 from pipeline.stages.context import Member
-from pipeline.tracking import Tracker, names, ui_command
+from pipeline.tracking import Tracker, names, ui_command, ui_url
 
 
 def of(tracker: Tracker, members: list[Member], cfg: DictConfig) -> str:
@@ -24,6 +24,23 @@ def of(tracker: Tracker, members: list[Member], cfg: DictConfig) -> str:
     if checks.first_stage(cfg.stages) == "ensemble":
         return posterior(tracker, m.run_id)
     return run(tracker, m.run_id)
+
+
+def describe(tracker: Tracker, members: list[Member], cfg: DictConfig) -> None:
+    """Each finished run's report (what `run` prints) as its MLflow description, shown on the run's
+    page in the UI; a description already the same is not rewritten."""
+    if checks.first_stage(cfg.stages) == "ensemble":
+        return
+    for m in members:
+        if m.action == "busy" or m.failed is not None:
+            continue
+        # A fenced block: the UI renders descriptions as Markdown, and the report is aligned text.
+        kept = "\n".join(
+            line for line in run(tracker, m.run_id).splitlines() if not line.startswith("browse:")
+        )
+        text = f"```text\n{kept}\n```"
+        if tracker.get_run(m.run_id).tags.get(names.DESCRIPTION) != text:
+            tracker.set_tags(m.run_id, {names.DESCRIPTION: text})
 
 
 def _interval(metrics: dict) -> str:
@@ -92,6 +109,7 @@ def run(tracker: Tracker, run_id: str) -> str:
             else ""
         ),
         f"browse: {ui_command(tracker.uri)}",
+        f"        then {ui_url(tracker.uri, r.experiment_id, run_id)}",
     ]
     return "\n".join(lines)
 
@@ -122,6 +140,7 @@ def seeds(tracker: Tracker, members: list[Member]) -> str:
         lines.append(f"  mean ± sd over {len(rows)} seeds: {spread}")
         lines.insert(1, f"  data: {', '.join(sorted(data))}")
     lines.append(f"browse: {ui_command(tracker.uri)}")
+    lines.append(f"        then {ui_url(tracker.uri, tracker.experiment_id)}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,8 @@ retrains.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -121,4 +123,25 @@ def fit_run(cfg: DictConfig, tracker: Tracker, run_id: str) -> dict:
             names.FIT_WINDOW: window_text(result),
         },
     )
+    if cfg.fit.get("figures", True):
+        log_figures(tracker, run, cfg, traj, llc_table, result, last)
     return result
+
+
+def log_figures(tracker: Tracker, run, cfg: DictConfig, traj, llc_table, result: dict, last: int) -> None:
+    """The run's R(t) and λ(t) figures under `figures/`, titled with its data, model, preset and seed."""
+    from pipeline.stages import run_figures
+
+    target = str(cfg.model.get("_target_", "model")).rsplit(".", 1)[-1]
+    hidden = cfg.model.get("hidden")
+    model = f"{target} {'-'.join(str(h) for h in hidden)}" if hidden else target
+    about = f"{run.tags.get(names.DATASET, 'data n/a')} · {model} · seed {cfg.seed}"
+    preset = cfg.llc.get("preset", "custom")
+    with tempfile.TemporaryDirectory(prefix="ab-fig-") as d:
+        files = [
+            run_figures.displacement(traj, result, f"R(t), {about}", Path(d) / names.FIGURE_DISPLACEMENT)
+        ]
+        if llc_table is not None and len(llc_table):
+            title = f"λ(t), SGLD {preset}, {about}"
+            files.append(run_figures.llc(llc_table, result, last, title, Path(d) / names.FIGURE_LLC))
+        tracker.log_files(run.run_id, files, names.FIGURES)

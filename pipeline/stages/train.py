@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import build, checks
+from pipeline.data import Data
 from pipeline.interrupts import INTERRUPTS, interruption
 from pipeline.models import num_params, num_weights
 from pipeline.slt import llc
@@ -112,7 +113,7 @@ def train_one(ctx: Context, member: Member) -> dict:
     schedule = build.schedule(cfg, model, data.steps_per_epoch)
     optimizer = None if schedule else build.optimizer(cfg, build.trainable(model))
     sizes = {"num_params": num_params(model), "num_weights": num_weights(model), "total_steps": steps}
-    tracker.set_tags(run_id, {names.DATASET: data.name})
+    record_data(tracker, run_id, cfg, data)
     loop = Loop(model, task, data, build.plan(cfg, steps), int(cfg.seed), optimizer, schedule)
     resuming = member.action == "claim"
     saved = load_state(tracker, run_id) if resuming else None
@@ -155,6 +156,17 @@ def train_one(ctx: Context, member: Member) -> dict:
     return summary
 
 
+def record_data(tracker: Tracker, run_id: str, cfg, data: Data, digest: str | None = None) -> None:
+    """What the run trained on: tag `dataset` (the loader's name, a stand-in's included) and an
+    MLflow dataset input (name, digest, the loader and its root as source, the sizes)."""
+    tracker.set_tags(run_id, {names.DATASET: data.name})
+    root = cfg.dataset.get("root")
+    source = f"{cfg.dataset.get('_target_', 'data')}" + (
+        f"({Path(str(root)).expanduser().resolve()})" if root else ""
+    )
+    tracker.log_dataset(run_id, data.name, digest or data.digest(), source, data.profile())
+
+
 def _record_loop(tracker: Tracker, run_id: str, cfg, loop: Loop, sizes: dict) -> None:
     """What the train stage logs, once: tables, step metrics and summary (a phased run's
     `total_steps` is the steps it took: its phases may stop early)."""
@@ -193,6 +205,7 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
         )
         INTERRUPTS.hold()  # from here the members' records are written: a signal waits for them all
         base = stacked.member
+        digest = data.digest()
         sizes = {"num_params": num_params(base), "num_weights": num_weights(base), "total_steps": steps}
         for i, (m, folder) in enumerate(zip(members, folders)):
             traj = trained.trajectory[trained.trajectory["member"] == i].drop(columns=["member", "seed"])
@@ -206,7 +219,7 @@ def train_batched(ctx: Context, members: list[Member]) -> None:
                         f.unlink()
             log_records(tracker, m.run_id, traj.reset_index(drop=True), evals.to_dict("records"))
             tracker.log_summary(m.run_id, {**sizes, "avg_lr": float(cfg.lr)})  # one optimizer, one rate
-            tracker.set_tags(m.run_id, {names.DATASET: data.name})
+            record_data(tracker, m.run_id, cfg, data, digest)
             tracker.log_dir(m.run_id, folder, names.CHECKPOINTS)
             if diverged is not None:
                 ctx.fail(m, f"Diverged: {Diverged.at(step, loss)}")

@@ -9,7 +9,7 @@ from pipeline.tracking.artifacts import Artifacts, unreadable_artifact
 from pipeline.tracking.client import DEFAULT_MAX_WAIT_S, Client
 from pipeline.tracking.queries import Queries, RunRecord
 from pipeline.tracking.runs import Runs
-from pipeline.tracking.store import ui_command
+from pipeline.tracking.store import ui_command, ui_url
 
 
 class Tracker(Client, Runs, Artifacts, Queries):
@@ -34,4 +34,4 @@ def open_existing(uri: str | None, experiment: str, max_wait_s: float = DEFAULT_
     return tracker
 
 
-__all__ = ["Tracker", "RunRecord", "names", "open_existing", "ui_command", "unreadable_artifact"]
+__all__ = ["Tracker", "RunRecord", "names", "open_existing", "ui_command", "ui_url", "unreadable_artifact"]

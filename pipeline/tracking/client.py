@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.tracking import concurrency, store
+from pipeline.tracking import concurrency, names, store
 
 # How long a call may wait for a busy store, in total, before the job gives up (tracking.max_wait_s).
 DEFAULT_MAX_WAIT_S = 300.0
@@ -186,16 +186,22 @@ class Client:
         return self._file_lock("-tracker.lock", "store_lock", holder, "find it, or raise tracking.max_wait_s")
 
     def _experiment(self, name: str) -> str:
+        # Marked as model training: MLflow 3's UI then opens on the runs table, not on GenAI traces.
+        kind = {names.EXPERIMENT_KIND: "custom_model_development"}
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if names.EXPERIMENT_KIND not in exp.tags:  # a store from before the mark
+                self.client.set_experiment_tag(
+                    exp.experiment_id, names.EXPERIMENT_KIND, kind[names.EXPERIMENT_KIND]
+                )
             return exp.experiment_id
         artifact_location = None
         if self.uri.startswith("sqlite:///"):
             artifact_location = store.artifact_root(self.uri).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
+            return self.client.create_experiment(name, artifact_location=artifact_location, tags=kind)
         except UserError:
             raise
         except Exception:  # on a server, another job of the same sweep created it first

@@ -94,6 +94,17 @@ class Runs:
             self.client.log_batch(run_id, params=new[i : i + 100])
         self.set_tags(run_id, overrides)
 
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: Mapping) -> None:
+        """The data a run trained on as an MLflow dataset input (the UI's Datasets box): its name, a
+        digest of its tensors, where it came from, and its sizes; context `training`."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name, digest, "local", source, profile=json.dumps(dict(profile)))
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
+
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 

@@ -71,6 +71,15 @@ def ui_command(uri: str) -> str:
     return f"open {uri} in a browser (the tracking server's own UI)"
 
 
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
+    """The UI's page of an experiment (or of one run) on `ui_command`'s server, or on the tracking
+    server itself. `workflowType=machine_learning`: MLflow 3's UI keeps a global GenAI/model-training
+    switch (GenAI on a fresh browser) that would otherwise land on the traces overview."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?workflowType=machine_learning"
+
+
 def quiet_mlflow() -> None:
     # Artifact up/download bars would drown the stage's own progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: `mlflow server` on 127.0.0.1 with a store filled by two tiny
-runs, headless Chromium (Debian's `chromium`) renders the JS app, and the page shows the runs and
-their `d_s` and `lambda_final` values.
+runs, headless Chromium (Debian's `chromium`) renders the JS app: the experiment opens on the runs
+table (it is marked as model training), the pages show the runs and their `d_s` and `lambda_final`
+values, a run's page its report as the description, and its figures preview as images.
 
 Slow (the server's start and two page renders take 30-90 s on a loaded 2-core machine): run with
 `pytest -m slow tests/integration/test_browser.py`; `.ci/run` runs it after the fast suite.
@@ -33,13 +34,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def page_text(url: str, profile: Path, budget_ms: int = 30000) -> str:
-    """The rendered page's visible text: Chromium runs the app's JS for `budget_ms` of virtual
-    time, then dumps the DOM; styles and scripts are dropped, tags become spaces."""
+def page_dom(url: str, profile: Path, budget_ms: int = 30000) -> str:
+    """The rendered page's DOM: Chromium runs the app's JS for `budget_ms` of virtual time."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("no chromium on PATH: apt-get install -y chromium (.ci/run does this)")
-    out = subprocess.run(
+    return subprocess.run(
         [
             chromium,
             *CHROMIUM_FLAGS,
@@ -52,6 +52,11 @@ def page_text(url: str, profile: Path, budget_ms: int = 30000) -> str:
         text=True,
         timeout=180,
     ).stdout
+
+
+def page_text(url: str, profile: Path, budget_ms: int = 30000) -> str:
+    """The rendered page's visible text: styles and scripts dropped, tags become spaces."""
+    out = page_dom(url, profile, budget_ms)
     out = re.sub(r"<(style|script)\b.*?</\1>", " ", out, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", out))
 
@@ -89,3 +94,30 @@ def test_mlflow_ui_shows_the_runs_and_their_numbers(server, tmp_path: Path) -> N
         assert name in text
         for key in ("d_s", "lambda_final"):
             assert any(s in metrics_part for s in shown(metrics[key])), f"{key} of {name} not shown"
+
+
+def test_the_ui_opens_on_the_runs_table_and_a_run_shows_its_report_and_figures(
+    server, tmp_path: Path
+) -> None:
+    """The experiment's link the report prints lands on the runs table, not on GenAI traces, with
+    the runs' data set; a run's page shows the printed report as its description; its R(t) figure
+    previews as an image."""
+    base, experiment_id, runs = server
+    from pipeline.tracking import ui_url
+
+    landing = page_text(
+        ui_url(base, experiment_id), tmp_path / "profile-landing"
+    )  # the link the report prints
+    for name, _, _ in runs:
+        assert name in landing, f"run {name} not on the experiment's landing view"
+    assert "Run Name" in landing and "digits (" in landing  # the runs table, its Dataset column
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(base).get_experiment(str(experiment_id)).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # marked as model training
+    name, run_id, _ = runs[0]
+    page = page_text(ui_url(base, experiment_id, run_id), tmp_path / "profile-run")
+    assert "Lemma 3.4" in page and "data: digits" in page, "the report is not the run's description"
+    figure = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/figures/displacement.png"
+    dom = page_dom(figure, tmp_path / "profile-figure")
+    assert re.search(r"<img[^>]+figures(%2F|/)displacement\.png", dom), "the run's figure is not shown"
