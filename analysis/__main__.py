@@ -2,7 +2,8 @@
 
 For each sweep it writes under `<out>/<sweep>/`: `runs.parquet` and `runs.csv` (the tidy table,
 a row per run, failed and unfinished runs included with their reason), `checks.txt` (the report),
-`correlations.csv`, `violations_lemma_3_4.csv`, the tables (`*.md`, `*.tex`) and the figures
+`correlations.csv`, `violations_lemma_3_4.csv`, the tables (`*.md`, `*.tex`), for a paper experiment
+the replication scorecard (`scorecard.md`, `scorecard.csv`, `figures/scorecard.png`) and the figures
 (`figures/*.png`, `*.pdf`); then logs that folder to the sweep's analysis run in MLflow
 (run name `analysis:<sweep>`, tag `analysis=true`), unless `--no-log`.
 """
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis import aggregate, checks, figures, tables
+from analysis import aggregate, checks, figures, scorecard, tables
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker, open_existing
 
@@ -38,6 +39,14 @@ def analyse(tracker: Tracker, sweep: str, out: Path, log: bool = True) -> str:
     lines = [text, ""]
     for name, md in written_tables.items():
         lines += [f"{name}:", md]
+    card, differ = scorecard.scorecard(done)
+    if len(card):  # a paper experiment: ours beside the paper's numbers
+        card.to_csv(folder / "scorecard.csv", index=False)
+        md = scorecard.markdown(card, differ)
+        (folder / "scorecard.md").write_text(md)
+        (folder / "figures").mkdir(parents=True, exist_ok=True)
+        written_figs_card = scorecard.figure(card, folder / "figures" / "scorecard")
+        lines += ["scorecard:", md, f"scorecard figure: {written_figs_card[0]}"]
     lines += [f"figures written ({len(written_figs)}): {folder / 'figures'}", *skipped, *skipped_figs]
     report = "\n".join(lines)
     (folder / "checks.txt").write_text(report + "\n")

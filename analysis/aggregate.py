@@ -131,6 +131,10 @@ def tidy(runs: pd.DataFrame, sweep: str) -> SweepTable:
         if name not in df and p in runs:
             df[name] = _numeric(runs[p])
     df["model"] = runs.apply(model_label, axis=1)
+    # What the scorecard matches the paper's rows by, and the settings it compares.
+    for p in ("reproduces", "device", "model.hidden", "model.channels", "model.name", "model.arch"):
+        if p in runs:
+            df[p] = runs[p]
     for p in ("train.epochs", "train.steps"):
         if p in runs:
             df[p.removeprefix("train.")] = _numeric(runs[p])

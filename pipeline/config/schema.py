@@ -106,6 +106,7 @@ class Job:
     stages: Any = None  # a list: checked by `checks.check`
     run_id: Any = None  # a run id or a sweep name typed as digits stays what it was typed as
     sweep: Any = None
+    reproduces: Any = None  # the paper's tables an experiment reproduces (the analysis' scorecard)
     device: str = "cpu"
     threads: int | None = field(default=None, metadata=example("1"))
     progress: bool | None = field(default=None, metadata=example("false"))

@@ -120,7 +120,17 @@ def stage_tag(stage: str) -> str:
 # -- params ---------------------------------------------------------------------------------------
 # Config keys (and blocks) that say where and how a job runs, not what it computes: left out of the
 # config hash (the point) and of what a sweep varies (the analysis); runs' names leave them out too.
-RUNTIME_KEYS = ("stages", "run_id", "tracking", "sweep", "threads", "progress", "seeds", "resume")
+RUNTIME_KEYS = (
+    "stages",
+    "run_id",
+    "tracking",
+    "sweep",
+    "threads",
+    "progress",
+    "seeds",
+    "resume",
+    "reproduces",  # the paper's tables the runs are set beside (the scorecard): no number depends on it
+)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
