@@ -3,8 +3,9 @@
 For each sweep it writes under `<out>/<sweep>/`: `runs.parquet` and `runs.csv` (the tidy table,
 a row per run, failed and unfinished runs included with their reason), `checks.txt` (the report),
 `correlations.csv`, `violations_lemma_3_4.csv`, the tables (`*.md`, `*.tex`), for a paper experiment
-the replication scorecard (`scorecard.md`, `scorecard.csv`, `figures/scorecard.png`) and the figures
-(`figures/*.png`, `*.pdf`); then logs that folder to the sweep's analysis run in MLflow
+the replication scorecard (`scorecard.md`, `scorecard.csv`, `figures/scorecard.png`), the figures
+(`figures/*.png`, `*.pdf`) and `report.html`, the sweep on one self-contained page with every figure
+embedded; then logs that folder to the sweep's analysis run in MLflow
 (run name `analysis:<sweep>`, tag `analysis=true`), unless `--no-log`.
 """
 
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis import aggregate, checks, figures, scorecard, tables
+from analysis import aggregate, checks, figures, page, scorecard, tables
 from pipeline.errors import UserError
 from pipeline.tracking import Tracker, open_existing
 
@@ -23,7 +24,8 @@ from pipeline.tracking import Tracker, open_existing
 def analyse(tracker: Tracker, sweep: str, out: Path, log: bool = True) -> str:
     """Everything for one sweep; returns the printed report."""
     t0 = time.perf_counter()
-    st = aggregate.sweep_table(tracker, sweep)
+    runs = tracker.runs_table(sweep)
+    st = aggregate.tidy(runs, sweep)
     folder = out / sweep
     folder.mkdir(parents=True, exist_ok=True)
     st.table.to_parquet(folder / "runs.parquet", index=False)
@@ -40,16 +42,31 @@ def analyse(tracker: Tracker, sweep: str, out: Path, log: bool = True) -> str:
     for name, md in written_tables.items():
         lines += [f"{name}:", md]
     card, differ = scorecard.scorecard(done)
+    card_md = None
     if len(card):  # a paper experiment: ours beside the paper's numbers
         card.to_csv(folder / "scorecard.csv", index=False)
-        md = scorecard.markdown(card, differ)
-        (folder / "scorecard.md").write_text(md)
+        card_md = scorecard.markdown(card, differ)
+        (folder / "scorecard.md").write_text(card_md)
         (folder / "figures").mkdir(parents=True, exist_ok=True)
         written_figs_card = scorecard.figure(card, folder / "figures" / "scorecard")
-        lines += ["scorecard:", md, f"scorecard figure: {written_figs_card[0]}"]
+        lines += ["scorecard:", card_md, f"scorecard figure: {written_figs_card[0]}"]
     lines += [f"figures written ({len(written_figs)}): {folder / 'figures'}", *skipped, *skipped_figs]
     report = "\n".join(lines)
     (folder / "checks.txt").write_text(report + "\n")
+    pngs = [folder / "figures" / f"{n}.png" for n in ([*(["scorecard"] if card_md else []), *written_figs])]
+    html = page.write(
+        folder / "report.html",
+        sweep,
+        runs,
+        done,
+        st.not_finished(),
+        st.swept,
+        text,
+        written_tables,
+        card_md,
+        pngs,
+    )
+    report += f"\nreport page: {html}"
     if log:
         run_id = tracker.log_analysis(sweep, folder)
         report += f"\nlogged to MLflow run {run_id} (analysis:{sweep})"

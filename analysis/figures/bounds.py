@@ -10,8 +10,20 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from analysis.aggregate import RunSeries
+from analysis.checks import verdicts
 from analysis.figures.style import hue_axis, label, legend_outside, palette
 from analysis.tables import require
+
+
+def about(d: pd.DataFrame) -> str:
+    """'fashion_mnist · MLP 128-64 · SGLD paper': the data set, model(s) and λ preset(s) of the runs."""
+    parts = []
+    for col, prefix in (("dataset", ""), ("model", ""), ("llc", "SGLD ")):
+        if col in d and not pd.api.types.is_numeric_dtype(d[col]):
+            values = sorted({str(x) for x in d[col].dropna()})
+            if values:
+                parts.append(prefix + (", ".join(values) if len(values) <= 2 else f"{len(values)} {col}s"))
+    return " · ".join(parts) or "data n/a"
 
 
 def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str) -> Figure:
@@ -25,8 +37,9 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
     yerr = None
     if {"d_s_ci_low", "d_s_ci_high"} <= set(d.columns):
         yerr = np.vstack([d["d_s"] - d["d_s_ci_low"], d["d_s_ci_high"] - d["d_s"]]).clip(0)
-    if xerr is not None or yerr is not None:
-        ax.errorbar(d[bound], d["d_s"], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.65", lw=0.8, zorder=1)
+    if xerr is not None or yerr is not None:  # capped, darker than the grid, clipped to the axes
+        ax.errorbar(d[bound], d["d_s"], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.35", elinewidth=0.9,
+                    capsize=2.5, capthick=0.9, zorder=1, clip_on=True)  # fmt: skip
     style = "optimizer" if hue != "optimizer" and "optimizer" in swept else None
     sns.scatterplot(
         d,
@@ -42,6 +55,10 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
         zorder=2,
     )
     both = d[[bound, "d_s"]]
+    if yerr is not None:  # the limits hold the error bars, not only the points
+        both = pd.concat([both, d[["d_s_ci_low", "d_s_ci_high"]].set_axis(["d_s", bound], axis=1)])
+    if xerr is not None:
+        both = pd.concat([both, pd.DataFrame({bound: d[bound] + xerr, "d_s": d["d_s"]})])
     hi = both.max().max() * 1.1
     # Values spanning decades crowd into one corner on linear axes: log axes when all are positive.
     log = bool((both > 0).all().all() and hi / both.min().min() > 30)
@@ -57,18 +74,27 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
         *(["λ: std of the last estimates"] if xerr is not None else []),
         *(["d_s: 95 % bootstrap interval"] if yerr is not None else []),
     ]
-    ax.set_title(title + (f"\n(bars: {'; '.join(bars)})" if bars else ""), fontsize=10)
-    holds = int((d["d_s"] <= d[bound]).sum())
+    ax.set_title(title + f"\n{about(d)}" + (f"\n(bars: {'; '.join(bars)})" if bars else ""), fontsize=10)
+    # The verdicts as the checks count them: within error (the interval of d_s − bound reaches 0)
+    # ringed apart from violations (crossed), and each counted apart.
+    v = verdicts(d, bound)
+    for kind, marker, color in (("within_error", "o", "tab:orange"), ("violated", "s", "tab:red")):
+        pick = d[v == kind]
+        if len(pick):  # unfilled, so the run's own colour stays visible inside
+            ax.scatter(pick[bound], pick["d_s"], s=150, marker=marker, facecolors="none", edgecolors=color,
+                       linewidths=1.5, zorder=3, label=kind.replace("_", " "))  # fmt: skip
+    counts = {k: int((v == k).sum()) for k in ("holds", "within_error", "violated")}
     ax.text(
         0.02,
         0.98,
-        f"{holds} of {len(d)} runs on or below the line",
+        f"of {len(d)} runs: {counts['holds']} hold, {counts['within_error']} within error, "
+        f"{counts['violated']} violated",
         transform=ax.transAxes,
         va="top",
         fontsize=9,
     )
     ax.legend(fontsize=8, frameon=False)
-    legend_outside(ax)
+    legend_outside(ax, title=label(hue) if hue else None)
     fig.tight_layout()
     return fig
 

@@ -121,3 +121,31 @@ def test_the_ui_opens_on_the_runs_table_and_a_run_shows_its_report_and_figures(
     figure = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/figures/displacement.png"
     dom = page_dom(figure, tmp_path / "profile-figure")
     assert re.search(r"<img[^>]+figures(%2F|/)displacement\.png", dom), "the run's figure is not shown"
+
+
+def test_the_sweeps_report_page_shows_its_figures_and_verdict_counts(server, tmp_path: Path) -> None:
+    """`python -m analysis` writes the sweep's page and logs it to the sweep's analysis run: opened
+    from the MLflow UI's artifact view and from disk, it shows the embedded figures and the counts."""
+    from mlflow import MlflowClient
+
+    from analysis.__main__ import main as analysis_main
+    from pipeline.tracking import ui_url
+
+    base, experiment_id, runs = server
+    client = MlflowClient(base)
+    sweep = client.get_run(runs[0][1]).data.tags["sweep"]
+    assert analysis_main(["--uri", base, "--sweep", sweep, "--out", str(tmp_path / "results")]) == 0
+    page = tmp_path / "results" / sweep / "report.html"
+    dom = page_dom(page.as_uri(), tmp_path / "profile-page")
+    figures = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
+    assert "fig01_displacement" in figures and "fig02a_lambda_vs_ds" in figures and len(figures) >= 5
+    text = page_text(page.as_uri(), tmp_path / "profile-page-text")
+    assert re.search(r"Lemma 3\.4 \(d_s ≤ λ_final\) holds: \d+ within_error: \d+ violated: \d+", text), text[
+        :2000
+    ]
+    assert "2 finished runs" in text and "What the sweep varied" in text
+    (analysis,) = client.search_runs([str(experiment_id)], "tags.analysis = 'true'")
+    view = f"{ui_url(base, experiment_id, analysis.info.run_id)}".replace(
+        "?", "/artifacts/analysis/report.html?"
+    )
+    assert 'class="mlflow-html-iframe"' in page_dom(view, tmp_path / "profile-ui-page")  # the UI renders it

@@ -4,6 +4,7 @@
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,3 +152,17 @@ def test_cpu_variant_runs_from_the_command_line(name: str, tmp_path: Path) -> No
     assert {r.tags.get("dataset") for r in runs} == (
         {"fashion_mnist"} if real else {runs[0].tags.get("dataset")}
     )
+    if name == "mnist_seeds_cpu":  # through to the sweep's report page and its scorecard against Table 8
+        from analysis.__main__ import main as analysis_main
+
+        assert analysis_main(["--uri", store, "--out", str(tmp_path / "results"), "--no-log"]) == 0
+        (folder,) = (tmp_path / "results").iterdir()
+        page = (folder / "report.html").read_text()
+        assert (
+            "Replication scorecard" in page
+            and "Table 8" in page
+            and page.count("data:image/png;base64,") >= 5
+        )
+        card = pd.read_csv(folder / "scorecard.csv")
+        assert set(card["quantity"]) == {"λ_final", "d_s"} and (card["paper n"] == 50).all()
+        assert (card["ours n"] == 3).all() and ("data: ours fashion_mnist" in page) == real

@@ -459,3 +459,28 @@ def test_tables_name_the_data_set_both_parameter_counts_and_the_length_as_traine
     assert rows.loc["fashion_mnist", "Trainable params"] == 2314
     assert rows.loc["fashion_mnist", "Steps"] == 600 and pd.isna(rows.loc["fashion_mnist", "Epochs"])
     assert list(tables.table_1(tidy.assign(model="MLP"))["Data set"]) == sorted(set(tidy["dataset"]))
+
+
+def test_the_sweeps_page_embeds_its_figures_and_names_the_checks_counts(tmp_path) -> None:
+    """`report.html` is self-contained: the figures inline as base64 PNG, the verdict counts, each
+    violation, what varied (with its values) and what every run shared."""
+    from analysis import page
+
+    table, series, swept = fixture_sweep()
+    runs = table.assign(**{"optimizer._target_": "torch.optim.SGD", "train.epochs": "20"})
+    runs.attrs = {"params": ["optimizer._target_", "train.epochs", "lr"]}
+    fig = tmp_path / "fig01_displacement.png"
+    figures.FIGURES["fig01_displacement"](table, series, swept).savefig(fig)
+    lemma, violations = checks.lemma_3_4(table)
+    out = page.write(
+        tmp_path / "report.html", "s1", runs, table, table.iloc[:0], swept, "report text", {}, None, [fig]
+    )
+    html = out.read_text()
+    assert html.count('src="data:image/png;base64,') == 1 and 'alt="fig01_displacement"' in html
+    assert (
+        f"violated: <b>{lemma['violated']}</b>" in html
+        and f"Lemma 3.4 violations ({len(violations)})" in html
+    )
+    assert "<td>train.epochs</td>" in html and "<td>20</td>" in html  # held fixed
+    assert all(f"<td>{s}</td>" in html for s in swept)  # varied
+    assert "report text" in html and "Replication scorecard" not in html
