@@ -54,28 +54,18 @@ def _figure(path: Path) -> str:
     )
 
 
-def varied_and_fixed(runs: pd.DataFrame, swept: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What the sweep varied (the short names and their values) and the settings every run shared
-    (params with one value, runtime keys left out)."""
+def varied_and_fixed(
+    runs: pd.DataFrame, table: pd.DataFrame, swept: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the sweep varied (the tidy table's short names and their values) and the settings every
+    run shared (the params with one value; runtime keys left out)."""
     from analysis.aggregate import ignored
 
     params = [p for p in runs.attrs.get("params", []) if p in runs and not ignored(p)]
-    fixed = [
-        (p, str(runs[p].dropna().iloc[0]))
-        for p in sorted(params)
-        if runs[p].dropna().astype(str).nunique() == 1
-    ]
-    return (
-        pd.DataFrame(
-            {
-                "setting": list(swept),
-                "values": [
-                    ", ".join(map(str, sorted(set(runs[s].astype(str))))) if s in runs else "" for s in swept
-                ],
-            }
-        ),  # fmt: skip
-        pd.DataFrame(fixed, columns=["setting", "value"]),
-    )
+    shared = [p for p in sorted(params) if runs[p].dropna().astype(str).nunique() == 1]
+    fixed = pd.DataFrame([(p, str(runs[p].dropna().iloc[0])) for p in shared], columns=["setting", "value"])
+    values = [", ".join(sorted({str(v) for v in table[s].dropna()})) if s in table else "" for s in swept]
+    return pd.DataFrame({"setting": list(swept), "values": values}), fixed
 
 
 def diagnostics(done: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +108,7 @@ def write(
     """The sweep's page, every figure in `figures` embedded."""
     lemma, lemma_v = checks.lemma_3_4(done)
     cor, cor_v = checks.corollary_3_3(done)
-    varied, fixed = varied_and_fixed(runs, swept)
+    varied, fixed = varied_and_fixed(runs, done, swept)
     data = sorted({str(v) for v in done.get("dataset", pd.Series(dtype=object)).dropna()}) or ["n/a"]
     presets = (
         sorted({str(v) for v in done.get("llc", pd.Series(dtype=object)).dropna()}) if "llc" in done else []

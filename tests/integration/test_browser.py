@@ -134,7 +134,9 @@ def test_the_sweeps_report_page_shows_its_figures_and_verdict_counts(server, tmp
     base, experiment_id, runs = server
     client = MlflowClient(base)
     sweep = client.get_run(runs[0][1]).data.tags["sweep"]
-    assert analysis_main(["--uri", base, "--sweep", sweep, "--out", str(tmp_path / "results")]) == 0
+    experiment = client.get_experiment(str(experiment_id)).name
+    args = ["--uri", base, "--experiment", experiment, "--sweep", sweep, "--out", str(tmp_path / "results")]
+    assert analysis_main(args) == 0
     page = tmp_path / "results" / sweep / "report.html"
     dom = page_dom(page.as_uri(), tmp_path / "profile-page")
     figures = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
