@@ -36,6 +36,7 @@ from analysis.figures.relations import (  # noqa: E402
     hyperparameter_correlations,
     test_accuracy,
 )
+from analysis.figures.style import about  # noqa: E402
 from analysis.tables import Missing  # noqa: E402
 
 FIGURES: dict[str, Callable[[pd.DataFrame, RunSeries, list[str]], Figure]] = {
@@ -55,11 +56,15 @@ FIGURES: dict[str, Callable[[pd.DataFrame, RunSeries, list[str]], Figure]] = {
 }
 
 
+COLUMN_WIDTHS = {"1col": 3.5, "2col": 7.0}  # inches: one and two columns of a two-column paper
+
+
 def write_all(
     table: pd.DataFrame, series: RunSeries, swept: list[str], folder: Path
 ) -> tuple[list[str], list[str]]:
-    """Every figure the sweep has data for, as <name>.png and <name>.pdf; returns the names written
-    and one line per figure skipped."""
+    """Every figure the sweep has data for, as <name>.png and <name>.pdf, and vector copies sized
+    for one and for two columns (<name>_1col.pdf, <name>_2col.pdf), each captioned with the runs'
+    data set, model and λ preset; returns the names written and one line per figure skipped."""
     folder.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid", context="notebook")
     written, skipped = [], []
@@ -72,8 +77,14 @@ def write_all(
         except Missing as e:
             skipped.append(f"figure {name} skipped: {e}")
             continue
+        # The caption every figure carries: what the runs trained on, the model, the λ preset.
+        fig.text(0.01, 0.0, about(table), ha="left", va="top", fontsize=8, color="0.3")
         for ext in ("png", "pdf"):
             fig.savefig(folder / f"{name}.{ext}", dpi=150, bbox_inches="tight")
+        width, height = fig.get_size_inches()
+        for column, inches in COLUMN_WIDTHS.items():  # vector copies at a journal's column widths
+            fig.set_size_inches(inches, inches * height / width)
+            fig.savefig(folder / f"{name}_{column}.pdf", bbox_inches="tight")
         plt.close(fig)
         written.append(name)
     return written, skipped

@@ -15,22 +15,13 @@ from analysis.figures.style import hue_axis, label, legend_outside, palette
 from analysis.tables import require
 
 
-def about(d: pd.DataFrame) -> str:
-    """'fashion_mnist · MLP 128-64 · SGLD paper': the data set, model(s) and λ preset(s) of the runs."""
-    parts = []
-    for col, prefix in (("dataset", ""), ("model", ""), ("llc", "SGLD ")):
-        if col in d and not pd.api.types.is_numeric_dtype(d[col]):
-            values = sorted({str(x) for x in d[col].dropna()})
-            if values:
-                parts.append(prefix + (", ".join(values) if len(values) <= 2 else f"{len(values)} {col}s"))
-    return " · ".join(parts) or "data n/a"
-
-
 def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str) -> Figure:
     require(table, bound, "d_s")
     d = table.dropna(subset=[bound, "d_s"])
     hue = hue_axis(d, swept)
     size = "num_params" if "num_params" in d and d["num_params"].nunique() > 1 else None
+    if size:  # a count: the legend shows 1642, not 1642.0
+        d = d.assign(num_params=d["num_params"].round().astype("Int64"))
     fig, ax = plt.subplots(figsize=(6.4, 5))
     # Error bars: the spread of the last λ estimates (the λ ± std of Tables 5-8) and the d_s interval.
     xerr = d["lambda_final_std"].fillna(0) if bound == "lambda_final" and "lambda_final_std" in d else None
@@ -74,7 +65,7 @@ def _bound_scatter(table: pd.DataFrame, swept: list[str], bound: str, title: str
         *(["λ: std of the last estimates"] if xerr is not None else []),
         *(["d_s: 95 % bootstrap interval"] if yerr is not None else []),
     ]
-    ax.set_title(title + f"\n{about(d)}" + (f"\n(bars: {'; '.join(bars)})" if bars else ""), fontsize=10)
+    ax.set_title(title + (f"\n(bars: {'; '.join(bars)})" if bars else ""), fontsize=10)
     # The verdicts as the checks count them: within error (the interval of d_s − bound reaches 0)
     # ringed apart from violations (crossed), and each counted apart.
     v = verdicts(d, bound)

@@ -25,7 +25,8 @@ from analysis.tables import Missing, require
 
 
 def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:
-    """Fig. 1: R(t) against t, log-log, with the Brownian t^½ reference."""
+    """Fig. 1: R(t) against t, log-log, with the Brownian t^½ reference, each run's fitted line over
+    its window and the window shaded; runs coloured by what the sweep varied (seeds told apart)."""
     traj = series.trajectory
     require(traj, "displacement", "step")
     hue = hue_axis(table, swept, exclude=("optimizer",))
@@ -38,6 +39,7 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
         if d.empty:
             raise Missing("no trajectory.parquet in the finished runs")
         run_lines(ax, d, "displacement", hue, sub, legend="full")
+        _fitted_lines(ax, series.fits, sub, hue)
         t = np.geomspace(d["step"].min(), d["step"].max(), 50)
         r_end = d.groupby("run_id")["displacement"].last().median()
         ax.plot(t, r_end * np.sqrt(t / t[-1]), "k--", lw=1.2, label=r"Brownian $\propto t^{1/2}$")
@@ -52,6 +54,25 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
     fig.suptitle("Weight displacement over training")
     fig.tight_layout()
     return fig
+
+
+def _fitted_lines(ax, fits: pd.DataFrame, sub: pd.DataFrame, hue: str | None) -> None:
+    """Each run's fitted power law R = e^b t^α over its fit window (red, dashed), and the windows'
+    common span shaded: what α was measured on."""
+    if fits is None or fits.empty or not {"alpha", "intercept", "t_start", "t_end"} <= set(fits.columns):
+        return
+    mine = fits[fits["run_id"].isin(sub["run_id"])].dropna(subset=["alpha", "intercept", "t_start", "t_end"])
+    for i, (_, f) in enumerate(mine.iterrows()):
+        t = np.geomspace(max(float(f["t_start"]), 1.0), float(f["t_end"]), 30)
+        shift = float(f.get("t_c") or 0.0) if bool(f.get("shifted", False)) else 0.0
+        if shift:  # eq. (32): R − R(t_c) was fitted on t − t_c; no line of R itself to draw
+            continue
+        line = np.exp(f["intercept"]) * t ** f["alpha"]
+        first = "fit over its window" if i == 0 else None
+        ax.plot(t, line, color="tab:red", ls=(0, (4, 2)), lw=1.0, zorder=3, label=first)
+    if len(mine):
+        ax.axvspan(mine["t_start"].median(), mine["t_end"].median(), color="tab:blue", alpha=0.06, lw=0,
+                   label="fit window (median)")  # fmt: skip
 
 
 def layer_displacement(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:

@@ -121,5 +121,20 @@ def with_config(series: pd.DataFrame, table: pd.DataFrame, cols: list[str]) -> p
 
 
 def legend_outside(ax, title: str | None = None) -> None:
-    if ax.get_legend() is not None:
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=title, frameon=False)
+    """The legend beside the axes, titled (`title`, else the title seaborn gave it: the hue's name)."""
+    legend = ax.get_legend()
+    if legend is not None:
+        kept = title or (legend.get_title().get_text() or None)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=kept, frameon=False)
+
+
+def about(d: pd.DataFrame) -> str:
+    """'data: fashion_mnist · model: MLP 128-64 · SGLD paper': the runs' data set, model(s) and λ
+    preset(s), for a figure's caption."""
+    parts = []
+    for col, prefix in (("dataset", "data: "), ("model", "model: "), ("llc", "SGLD ")):
+        if col in d and not pd.api.types.is_numeric_dtype(d[col]):
+            values = sorted({str(x) for x in d[col].dropna()})
+            if values:
+                parts.append(prefix + ("; ".join(values) if len(values) <= 2 else f"{len(values)} kinds"))
+    return " · ".join(parts) or "data n/a"
