@@ -7,6 +7,8 @@ is loaded, what needs its size. Each raises `UserError`.
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.members import check_elementwise
@@ -23,8 +25,30 @@ def first_stage(stages) -> str:
     return "ensemble" if any(s in FIRST_STAGES["ensemble"] for s in stages) else "train"
 
 
+def non_finite(node, path: str = "") -> str | None:
+    """The first setting holding an infinite or NaN number (`lr=inf` would train until the loss
+    check at step 100), as its dotted key; None when every number is finite."""
+    if OmegaConf.is_dict(node):
+        items = ((f"{path}.{k}" if path else str(k), node._get_node(k)) for k in node.keys())
+    elif OmegaConf.is_list(node):
+        items = ((f"{path}[{i}]", node._get_node(i)) for i in range(len(node)))
+    else:
+        value = node._value() if hasattr(node, "_value") else node
+        return path if isinstance(value, float) and not math.isfinite(value) else None
+    for key, child in items:
+        if child is not None and not (hasattr(child, "_is_interpolation") and child._is_interpolation()):
+            found = non_finite(child, key)
+            if found:
+                return found
+    return None
+
+
 def check(cfg: DictConfig) -> None:
     """Checks that need no data: raise UserError with a one-line fix."""
+    bad = non_finite(cfg)
+    if bad is not None:
+        value = OmegaConf.select(cfg, bad)
+        raise UserError(f"{bad}={value} is not a finite number: give it a finite value")
     if isinstance(cfg.stages, str) or not OmegaConf.is_list(cfg.stages):
         raise UserError(
             f"stages={cfg.stages} is not a list: write stages=[{cfg.stages}], e.g. stages=[train,llc,fit]"

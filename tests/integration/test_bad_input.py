@@ -35,6 +35,12 @@ BEFORE_ANY_RUN = [
     # config values
     ("lr-negative", ["lr=-1"], "error: lr=-1 must be > 0, e.g. lr=1e-2"),
     ("lr-not-a-number", ["lr=abc"], "error: lr=abc is not a number: e.g. lr=1e-2"),
+    ("lr-infinite", ["lr=inf"], "error: lr=inf is not a finite number: give it a finite value"),
+    (
+        "nested-nan",
+        ["llc.localization=nan"],
+        "error: llc.localization=nan is not a finite number: give it a finite value",
+    ),
     ("batch-zero", ["batch=0"], "error: batch=0 must be a positive integer, e.g. batch=64"),
     ("batch-not-an-integer", ["batch=1.5"], "error: batch=1.5 is not an integer: e.g. batch=64"),
     ("batch-above-n", ["batch=100000"], "larger than the training set (898 samples): use batch ≤ 898"),
@@ -210,6 +216,7 @@ def command(args: list[str], store: str) -> list[str]:
 # case of each other kind; the rest (2-5 s each, a CLI start with torch) run with -m slow.
 FAST = {
     "lr-negative",
+    "lr-infinite",
     "batch-above-n",
     "llc-every-too-long",
     "unknown-key",
