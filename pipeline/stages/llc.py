@@ -208,8 +208,24 @@ def run(ctx: Context, members: list[Member]) -> None:
             raise
     INTERRUPTS.hold()  # the job acts on a signal after marking the stage done
     for (m, _), partial in zip(todo, partials):
-        record(tracker, m.run_id, sorted(partial.rows, key=lambda r: int(r["step"])), m.cfg, settings)
+        rows = sorted(partial.rows, key=lambda r: int(r["step"]))
+        record(tracker, m.run_id, rows, m.cfg, settings)
         partial.clear()
+        if rows and all(r["status"] != "ok" for r in rows):  # λ = nan: no number to fit or check
+            why = all_failed(rows, settings)
+            if not ctx.batched:
+                raise UserError(why)  # the run is FAILED with its records kept; the fit never runs
+            ctx.fail(m, f"UserError: {why}")
+
+
+def all_failed(rows: list[dict], settings: Settings) -> str:
+    """The one line for a run whose every λ estimate failed: the first failure and the setting to change."""
+    first = str(rows[0]["status"]).removeprefix("failed: ")
+    return (
+        f"all {len(rows)} λ estimates failed (first, at step {int(rows[0]['step'])}: {first}): "
+        f"the SGLD chains diverge at llc.lr={settings.lr:g}: lower it, e.g. llc.lr={settings.lr / 100:g}, "
+        "or use llc=calibrated (its search picks a step that does not diverge)"
+    )
 
 
 def _estimate(ctx, todo, work, partials, data, model, task, method: str, settings: Settings) -> None:

@@ -379,3 +379,23 @@ def test_busy_store_is_one_line_and_loses_nothing(recorded) -> None:
     one_line(res, "stayed unavailable for ")
     assert "raise tracking.max_wait_s (now 1)" in res.stderr
     assert snapshot(store) == before
+
+
+def test_a_job_whose_every_estimate_failed_ends_in_one_line_and_keeps_its_records(tmp_path: Path) -> None:
+    """`llc.lr=10` makes every chain diverge: the job does not finish as if all went well (it used to
+    exit 0 with λ = nan): one line naming the setting to change, exit 2, the run FAILED with what it
+    recorded (trajectory, checkpoints, the failed estimates' table), and no fit on λ = nan."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = launch(
+        [*TINY, f"tracking.uri={store}", f"tracking.experiment={EXPERIMENT}", "llc.lr=10"], cwd=tmp_path
+    )
+    line = one_line(res, "error: all 3 λ estimates failed (first, at step 30: NaN detected in loss")
+    assert "lower it, e.g. llc.lr=0.1, or use llc=calibrated" in line
+    [run] = Tracker(store, EXPERIMENT).find_runs({})
+    assert run.status == "FAILED" and run.tags["failure_reason"].startswith(
+        "UserError: all 3 λ estimates failed"
+    )
+    client = MlflowClient(store)
+    kept = {a.path for a in client.list_artifacts(run.run_id)}
+    assert {"trajectory.parquet", "llc.parquet", "checkpoints", "config.yaml"} <= kept
+    assert "fit.json" not in kept and run.tags.get("stage.train") == "done" and "stage.llc" not in run.tags

@@ -8,6 +8,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.jobs import lifecycle
 from pipeline.slt import fit
+from pipeline.tracking import Tracker
 from pipeline.tracking.names import SUMMARY_METRICS
 from pipeline.training.loop import Diverged
 from tests.helpers.jobs import JOB, execute
@@ -135,13 +136,17 @@ def test_diverging_run_is_failed_with_reason_and_keeps_its_records(tiny_cfg) -> 
     assert traj["step"].max() == 30  # what was recorded before the check is kept
 
 
-def test_diverging_sgld_chain_is_recorded_not_fatal(tiny_cfg) -> None:
-    tracker, run_id, metrics = execute(tiny_cfg("llc.lr=1e3"), JOB)
-    llc = tracker.load_table(run_id, "llc")
+def test_diverging_sgld_chains_are_recorded_and_all_failing_fails_the_run(tiny_cfg) -> None:
+    """Each diverging chain's estimate is a row with its status; when every one failed, λ is nan and
+    the run ends FAILED (a UserError naming llc.lr) with the table kept, not fitted as if all went well."""
+    cfg = tiny_cfg("llc.lr=1e3")
+    with pytest.raises(UserError, match=r"all 3 λ estimates failed .*llc\.lr=1000: lower it"):
+        execute(cfg, JOB)
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    [run] = tracker.find_runs({})
+    llc = tracker.load_table(run.run_id, "llc")
     assert llc["status"].str.startswith("failed: NaN detected").all()
-    assert "lambda_final" not in metrics and "alpha" in metrics
-    tags = tracker.get_run(run_id).tags
-    assert tags["verdict.lemma_3_4"] == "n/a" and tags["llc.failed_estimates"] == "3"
+    assert run.status == "FAILED" and run.tags["llc.failed_estimates"] == "3" and "alpha" not in run.metrics
 
 
 def test_bad_config_creates_no_run(tiny_cfg, capsys) -> None:
