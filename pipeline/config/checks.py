@@ -246,4 +246,18 @@ def check_with_data(cfg: DictConfig, n_train: int, steps_per_epoch: int) -> int:
             f"llc.every={cfg.llc.every} is longer than the run ({steps} steps): "
             f"lower llc.every or train longer (train.epochs / train.steps)"
         )
+    fit = cfg.get("fit")
+    if "fit" in list(cfg.stages) and fit is not None and fit.get("points", "llc") == "llc":
+        # The fit regresses on the λ steps (multiples of llc.every) inside its window: 3 at least.
+        every = int(cfg.llc.every)
+        lo = max(every, int(fit.start_step) if fit.get("start_step") is not None else every)
+        hi = min(steps, int(fit.end_step) if fit.get("end_step") is not None else steps)
+        points = max(0, hi // every - (lo - 1) // every)
+        bound = hi if fit.get("start_step") is None else hi - int(fit.start_step) + 1  # span for 3 points
+        if points < 3:
+            raise UserError(
+                f"the fit would get {points} point{'s' * (points != 1)} (λ steps every llc.every={every} in "
+                f"steps {lo}-{hi} of {steps}) and needs 3: lower llc.every to ≤ {max(1, bound // 3)}, "
+                "train longer, or widen fit.start_step / fit.end_step"
+            )
     return steps

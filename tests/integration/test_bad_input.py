@@ -47,6 +47,12 @@ BEFORE_ANY_RUN = [
     ("llc-draws-zero", ["llc.num_draws=0"], "error: llc.num_draws=0 must be ≥ 1"),
     ("llc-lr-zero", ["llc.lr=0"], "error: llc.lr=0 must be > 0"),
     ("llc-every-too-long", ["train.steps=50"], "llc.every=100 is longer than the run (50 steps)"),
+    (
+        "too-few-fit-points",
+        ["train.steps=100", "llc.every=50"],
+        "error: the fit would get 2 points (λ steps every llc.every=50 in steps 50-100 of 100) and needs 3: "
+        "lower llc.every to ≤ 33",
+    ),
     ("llc-online-not-bool", ["llc.online=yes"], "error: llc.online=yes is not true or false"),
     ("llc-method", ["llc.method=bad"], "error: llc.method=bad: choose batched or serial"),
     ("fit-points", ["fit.points=bad"], "error: fit.points=bad: choose llc or all"),
@@ -219,6 +225,7 @@ FAST = {
     "lr-infinite",
     "batch-above-n",
     "llc-every-too-long",
+    "too-few-fit-points",
     "unknown-key",
     "unknown-nested-key",
     "malformed-override",
