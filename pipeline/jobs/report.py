@@ -35,11 +35,11 @@ def describe(tracker: Tracker, members: list[Member], cfg: DictConfig) -> None:
         if m.action == "busy" or m.failed is not None:
             continue
         # A fenced block: the UI renders descriptions as Markdown, and the report is aligned text.
-        kept = "\n".join(
-            line for line in run(tracker, m.run_id).splitlines() if not line.startswith("browse:")
-        )
+        record = tracker.get_run(m.run_id)
+        lines = run(tracker, m.run_id, record).splitlines()
+        kept = "\n".join(line for line in lines if not line.lstrip().startswith(("browse:", "then http")))
         text = f"```text\n{kept}\n```"
-        if tracker.get_run(m.run_id).tags.get(names.DESCRIPTION) != text:
+        if record.tags.get(names.DESCRIPTION) != text:
             tracker.set_tags(m.run_id, {names.DESCRIPTION: text})
 
 
@@ -58,9 +58,9 @@ def _calibration(tags: dict, run_id: str) -> str:
     return "; calibrated on this run" if source == run_id else f"; calibration of run {source}"
 
 
-def run(tracker: Tracker, run_id: str) -> str:
-    """The lines `python launch.py` prints for a run."""
-    r = tracker.get_run(run_id)
+def run(tracker: Tracker, run_id: str, record=None) -> str:
+    """The lines `python launch.py` prints for a run (`record`: its `RunRecord`, when already read)."""
+    r = record or tracker.get_run(run_id)
     tags, metrics = r.tags, r.metrics
     m = {k: metrics.get(k, float("nan")) for k in names.SUMMARY_METRICS}
     # The λ the verdicts compared with: the llc stage's, or one training phase's (fit.phase).

@@ -67,7 +67,10 @@ class Queries:
         return dict(self.client.get_run(run_id).data.metrics)
 
     def experiment_name(self, experiment_id: str) -> str:
-        return self.client.get_experiment(experiment_id).name
+        names = self.__dict__.setdefault("_experiment_names", {})  # a name never changes: read it once
+        if experiment_id not in names:
+            names[experiment_id] = self.client.get_experiment(experiment_id).name
+        return names[experiment_id]
 
     def find_runs(self, tags: Mapping[str, str]) -> list[RunRecord]:
         """Runs of this experiment whose tags match, newest first."""
