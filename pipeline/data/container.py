@@ -49,16 +49,19 @@ class Data:
         # The last, smaller batch is kept, as torch's DataLoader does by default.
         return -(-self.n_train // self.batch_size)
 
-    def digest(self) -> str:
+    def digest(self, max_rows: int = 20_000) -> str:
         """A short content hash of the split (train and test tensors, their shapes and dtypes): two
-        runs with the same digest trained and were tested on the same numbers."""
+        runs with the same digest trained and were tested on the same numbers. Beyond `max_rows`
+        rows a tensor is hashed on `max_rows` evenly spaced rows (as MLflow's own digests sample),
+        so Tiny ImageNet's 4.9 GB cost what 20 000 images do."""
         import hashlib
 
         h = hashlib.sha256()
         for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-            t = t.detach().cpu().contiguous()
             h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.numpy().tobytes())
+            if len(t) > max_rows:
+                t = t[torch.linspace(0, len(t) - 1, max_rows, device=t.device).long()]
+            h.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))  # no copy of the bytes
         return h.hexdigest()[:16]
 
     def profile(self) -> dict[str, object]:

@@ -90,3 +90,16 @@ def test_epoch_covers_every_sample_once_in_seeded_order() -> None:
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, d.x_train.tolist()))
     again = list(d.epoch(torch.Generator().manual_seed(3)))
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(batches, again))
+
+
+def test_the_digest_names_the_numbers_and_samples_large_tensors() -> None:
+    a, b = data.digits(batch_size=64), data.digits(batch_size=32)
+    assert a.digest() == b.digest() and len(a.digest()) == 16  # the batch size is no part of the data
+    b.x_train[0, 0] += 1.0
+    assert a.digest() != b.digest()
+    # Past max_rows a tensor is hashed on evenly spaced rows: the first and last rows still count.
+    c = data.digits(batch_size=64)
+    c.x_train[-1, 0] += 1.0
+    assert c.digest(max_rows=10) != a.digest(max_rows=10)
+    assert a.profile() == {"train_samples": 898, "test_samples": 899, "input_shape": [64], "num_classes": 10,
+                           "batch_size": 64}  # fmt: skip
