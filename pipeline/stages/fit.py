@@ -9,7 +9,8 @@ stage's λ_final and λ̄, or a phase's with `fit.phase`), the window (`fit_t_st
 `fit_t_c`) and the lower ends of the bootstrap intervals of d_s − bound (`margin_lemma_3_4_low`,
 `margin_corollary_3_3_low`), and tags `verdict.lemma_3_4` (d_s ≤ λ_final), `verdict.corollary_3_3`
 (d_s ≤ λ̄), each one of `holds`, `violated`, `within_error` (d_s exceeds the bound, but the interval
-of d_s − bound reaches 0) or `n/a`, and `fit.window`. Re-running it with another window never
+of d_s − bound reaches 0) or `n/a`, and `fit.window`; and the run's own figures (`fit.figures`):
+`figures/displacement.png` and `figures/llc.png`. Re-running it with another window never
 retrains.
 """
 
