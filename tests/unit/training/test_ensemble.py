@@ -21,7 +21,15 @@ def train_ensemble(cfg, data, seeds):
     return ensemble.train(stacked, optimizer, build.task(cfg), data, seeds, plan, "cpu")
 
 
-MOONS = ["dataset=moons", "model.hidden=[16,16]", "batch=32", "train.steps=40", "llc.every=20"]
+# Training only (2 λ steps: too few for a fit, which these tests do not run).
+MOONS = [
+    "dataset=moons",
+    "model.hidden=[16,16]",
+    "batch=32",
+    "train.steps=40",
+    "llc.every=20",
+    "stages=[train]",
+]
 
 
 @pytest.mark.parametrize("optimizer,batch_norm", [("sgd", False), ("adam", False), ("sgd", True)])
