@@ -21,6 +21,7 @@ TINY = [
     "llc.last=2",
     "progress=false",
     "threads=1",
+    "fit.figures=false",  # drawing the run's figures costs every job: tested where they are the point
 ]
 
 

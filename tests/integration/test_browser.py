@@ -72,7 +72,9 @@ def server(tiny_cfg, tracking_server):
     """Two tiny real runs in a fresh store, served by `mlflow server` on a free local port."""
     runs = []
     for lr in (0.05, 0.2):
-        tracker, run_id, metrics = execute(tiny_cfg(f"lr={lr}"), JobInfo("browser", f"lr={lr}"))
+        tracker, run_id, metrics = execute(
+            tiny_cfg(f"lr={lr}", "fit.figures=true"), JobInfo("browser", f"lr={lr}")
+        )
         runs.append((tracker.get_run(run_id).name, run_id, metrics))
     base, _ = tracking_server(tracker.uri)
     return base, tracker.experiment_id, runs

@@ -1,6 +1,8 @@
 """Each stage on a tiny config against a real SQLite store, and each re-run alone."""
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +160,16 @@ def test_bad_config_creates_no_run(tiny_cfg, capsys) -> None:
 
     cfg = tiny_cfg()
     assert Tracker(cfg.tracking.uri, cfg.tracking.experiment).find_runs({}) == []
+
+
+def test_the_fit_stage_logs_the_runs_own_figures(tiny_cfg) -> None:
+    """`figures/displacement.png` and `figures/llc.png`, PNG files the MLflow UI previews; none with
+    fit.figures=false (the tests' tiny config)."""
+    tracker, run_id, _ = execute(tiny_cfg("fit.figures=true"), JOB)
+    with tempfile.TemporaryDirectory() as d:
+        folder = tracker.download_dir(run_id, "figures", Path(d))
+        files = sorted(p.name for p in folder.iterdir())
+        assert files == ["displacement.png", "llc.png"]
+        assert all((folder / f).read_bytes().startswith(b"\x89PNG") for f in files)
+    tracker, run_id, _ = execute(tiny_cfg("seed=1"), JOB)
+    assert tracker.artifact_paths(run_id, "figures") == []
