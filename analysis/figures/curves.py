@@ -39,7 +39,7 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
         if d.empty:
             raise Missing("no trajectory.parquet in the finished runs")
         run_lines(ax, d, "displacement", hue, sub, legend="full")
-        _fitted_lines(ax, series.fits, sub, hue)
+        _fitted_lines(ax, series.fits, d)
         t = np.geomspace(d["step"].min(), d["step"].max(), 50)
         r_end = d.groupby("run_id")["displacement"].last().median()
         ax.plot(t, r_end * np.sqrt(t / t[-1]), "k--", lw=1.2, label=r"Brownian $\propto t^{1/2}$")
@@ -56,18 +56,25 @@ def displacement_curves(table: pd.DataFrame, series: RunSeries, swept: list[str]
     return fig
 
 
-def _fitted_lines(ax, fits: pd.DataFrame, sub: pd.DataFrame, hue: str | None) -> None:
-    """Each run's fitted power law R = e^b t^α over its fit window (red, dashed), and the windows'
-    common span shaded: what α was measured on."""
+def _predicted(fit: pd.Series, t: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """R(t) the fit predicts: e^c t^α, or R(t_c) + e^c (t − t_c)^α for a shifted fit (eq. 32)."""
+    if bool(fit.get("shifted", False)):
+        t_c = float(fit["t_c"])
+        return np.interp(t_c, t, r) + np.exp(fit["intercept"]) * np.clip(t - t_c, 1e-12, None) ** fit["alpha"]
+    return np.exp(fit["intercept"]) * t ** fit["alpha"]
+
+
+def _fitted_lines(ax, fits: pd.DataFrame, traj: pd.DataFrame) -> None:
+    """Each run's fitted power law (`_predicted`) over its fit window (red, dashed), and the
+    windows' common span shaded: what α was measured on."""
     if fits is None or fits.empty or not {"alpha", "intercept", "t_start", "t_end"} <= set(fits.columns):
         return
-    mine = fits[fits["run_id"].isin(sub["run_id"])].dropna(subset=["alpha", "intercept", "t_start", "t_end"])
+    mine = fits[fits["run_id"].isin(traj["run_id"])].dropna(subset=["alpha", "intercept", "t_start", "t_end"])
     for i, (_, f) in enumerate(mine.iterrows()):
-        t = np.geomspace(max(float(f["t_start"]), 1.0), float(f["t_end"]), 30)
-        shift = float(f.get("t_c") or 0.0) if bool(f.get("shifted", False)) else 0.0
-        if shift:  # eq. (32): R − R(t_c) was fitted on t − t_c; no line of R itself to draw
-            continue
-        line = np.exp(f["intercept"]) * t ** f["alpha"]
+        run = traj[traj["run_id"] == f["run_id"]].sort_values("step")
+        t, r = run["step"].to_numpy(float), run["displacement"].to_numpy(float)
+        inside = (t >= max(float(f["t_start"]), 1.0)) & (t <= float(f["t_end"]))
+        t, line = t[inside], _predicted(f, t, r)[inside]
         first = "fit over its window" if i == 0 else None
         ax.plot(t, line, color="tab:red", ls=(0, (4, 2)), lw=1.0, zorder=3, label=first)
     if len(mine):
@@ -138,14 +145,6 @@ def llc_over_training(table: pd.DataFrame, series: RunSeries, swept: list[str]) 
     fig.suptitle("Local learning coefficient through training")
     fig.tight_layout()
     return fig
-
-
-def _predicted(fit: pd.Series, t: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """R(t) the fit predicts: e^c t^α, or R(t_c) + e^c (t − t_c)^α for a shifted fit (eq. 32)."""
-    if bool(fit.get("shifted", False)):
-        t_c = float(fit["t_c"])
-        return np.interp(t_c, t, r) + np.exp(fit["intercept"]) * np.clip(t - t_c, 1e-12, None) ** fit["alpha"]
-    return np.exp(fit["intercept"]) * t ** fit["alpha"]
 
 
 def predicted_displacement(table: pd.DataFrame, series: RunSeries, swept: list[str]) -> Figure:
