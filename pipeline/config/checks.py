@@ -43,8 +43,71 @@ def non_finite(node, path: str = "") -> str | None:
     return None
 
 
+def targets(node, path: str = "") -> list[tuple[str, str]]:
+    """Every `_target_` of the config (the hydra node aside), as (dotted key, import path)."""
+    found = []
+    if OmegaConf.is_dict(node):
+        for k in node.keys():
+            key = f"{path}.{k}" if path else str(k)
+            if k == "_target_" and isinstance(node[k], str):
+                found.append((key, node[k]))
+            elif k != "hydra":
+                found += targets(node._get_node(k), key)
+    elif OmegaConf.is_list(node):
+        for i in range(len(node)):
+            found += targets(node._get_node(i), f"{path}[{i}]")
+    return found
+
+
+def target_problem(key: str, dotted: str) -> str | None:
+    """Why `dotted` cannot be imported, in one line with the fix; None when it imports."""
+    import difflib
+    import importlib
+    import traceback
+
+    parts = dotted.split(".")
+    module, depth = None, 0
+    for i in range(1, len(parts) + 1):  # the longest prefix that is a module; the rest are attributes
+        name = ".".join(parts[:i])
+        try:
+            module, depth = importlib.import_module(name), i
+        except ModuleNotFoundError as e:
+            if e.name == name:  # no such module: what follows names attributes
+                break
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            return (
+                f"{key}: importing {name} failed at {where.filename}:{where.lineno}: no module named "
+                f"{e.name!r} (install it in this environment)"
+            )
+        except Exception as e:  # the module itself raised (a syntax error, a failing import inside)
+            where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+            at = f" at {where.filename}:{where.lineno}" if where else ""
+            return f"{key}: importing {name} failed{at} ({type(e).__name__}: {e}): fix the module"
+    if module is None:
+        return (
+            f"{key}={dotted}: no module named {parts[0]!r}: is its folder on PYTHONPATH? e.g. "
+            f"PYTHONPATH=/path/to/folder python launch.py ... (the current folder is not on it)"
+        )
+    obj = module
+    for i, attr in enumerate(parts[depth:], start=depth):
+        if not hasattr(obj, attr):
+            owner = ".".join(parts[:i])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, names, n=1)
+            where = getattr(obj, "__file__", owner)
+            hint = f" (did you mean {owner}.{close[0]}?)" if close else f" (in {where})"
+            return f"{key}={dotted}: {owner} has no {attr!r}{hint}"
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        return f"{key}={dotted} is a {type(obj).__name__}, not a function or class: name one"
+    return None
+
+
 def check(cfg: DictConfig) -> None:
     """Checks that need no data: raise UserError with a one-line fix."""
+    for key, dotted in targets(cfg):
+        if line := target_problem(key, dotted):
+            raise UserError(line)
     bad = non_finite(cfg)
     if bad is not None:
         value = OmegaConf.select(cfg, bad)

@@ -4,15 +4,20 @@ Hydra refuses a key that is not in the config, a value of the wrong type (the sc
 `pipeline.config.schema`), a malformed override, a sweep without `-m`, an unknown group option or an
 option after the overrides too, but with several lines and a hint about HYDRA_FULL_ERROR; this
 module names the problem and its fix in one line (`launch.py` prints it as `error: ...`, exit 2).
-It uses Hydra's own override parser and compose (about 0.1 s) and imports neither torch nor MLflow.
-Anything it cannot judge is left to Hydra.
+It uses Hydra's own override parser, config loader and compose (about 0.1 s) over the search path
+the job will have (`Sources`: conf/ or `-cp`, `-cn`, `-cd`, `hydra.searchpath`), so a user's own
+config groups are checked as the product's are, and imports neither torch nor MLflow. Anything it
+cannot judge is left to Hydra.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,12 @@ from omegaconf.errors import ValidationError
 from pipeline.config import schema
 
 # Hydra's flags that take a value (the next argument is not an override).
-VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}
-# Flags under which the arguments mean something else, or another config is composed: left to Hydra.
-OTHER_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-i", "--info", "-cp", "--config-path",
-               "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-sc",
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+               "--config-dir"}  # fmt: skip
+# The config flags' long names.
+LONG = {"-cp": "--config-path", "-cn": "--config-name", "-cd": "--config-dir"}
+# Flags under which the arguments mean something else: left to Hydra.
+OTHER_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-i", "--info", "--experimental-rerun", "-sc",
                "--shell-completion")  # fmt: skip
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 _ABSENT = object()
@@ -81,9 +88,107 @@ def parse(args: list[str]) -> list[Override] | str:
     return parsed
 
 
-def is_group(o: Override, conf: Path) -> bool:
-    """A config group (`model=conv`, `hydra/launcher=slurm`), not a value (`model.hidden=[8]`)."""
-    return "/" in o.key_or_group or (conf / o.key_or_group).is_dir()
+def _flag_values(flags: list[str]) -> dict[str, str]:
+    """The config flags' values by long name (`-cp x`, `--config-path=x`, `--config-path x`)."""
+    values: dict[str, str] = {}
+    for i, flag in enumerate(flags):
+        name, eq, value = flag.partition("=")
+        name = LONG.get(name, name)
+        if name in LONG.values():
+            if eq:
+                values[name] = value
+            elif i + 1 < len(flags):
+                values[name] = flags[i + 1]
+    return values
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where Hydra looks for this command line's configs, as `launch.py` would: the primary folder
+    (`conf/`, or `-cp/--config-path`, relative to launch.py's folder), the primary config (`config`, or
+    `-cn/--config-name`), an added folder (`-cd/--config-dir`), and `hydra.searchpath` (an override,
+    else the primary config's), which Hydra's own loader applies."""
+
+    primary: Path
+    name: str = "config"
+    added: Path | None = None
+    searchpath: tuple[str, ...] = ()  # the hydra.searchpath override, as typed
+
+    @classmethod
+    def of(cls, flags: list[str], overrides: list[str], conf: Path) -> Sources | str:
+        """The sources a command line names (`conf`: launch.py's config folder), or a problem line."""
+        values = _flag_values(flags)
+        primary = conf
+        if (path := values.get("--config-path")) is not None:
+            if path.startswith("pkg://"):
+                return cls(Path(path), values.get("--config-name", "config"))  # a package: Hydra's to judge
+            primary = (conf.parent / path).resolve()
+            if not primary.is_dir():
+                return f"-cp {path}: no folder {primary} (a relative -cp is relative to {conf.parent})"
+        added = None
+        if (path := values.get("--config-dir")) is not None:
+            added = Path(path).absolute()
+            if not added.is_dir():
+                return f"-cd {path}: no folder {added}: give the folder that holds your config groups"
+        searchpath = tuple(o for o in overrides if o.lstrip("+~").startswith("hydra.searchpath="))
+        return cls(primary, values.get("--config-name", "config"), added, searchpath)
+
+    @functools.cached_property
+    def loader(self):
+        """Hydra's config loader over these folders (Hydra's internals, as `hydra.main` builds it)."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.utils import create_config_search_path
+        from hydra.core.config_search_path import SearchPathQuery
+
+        path = create_config_search_path(str(self.primary))
+        if self.added is not None:
+            path.prepend("command-line", f"file://{self.added}", anchor=SearchPathQuery(provider="schema"))
+        return ConfigLoaderImpl(config_search_path=path)
+
+    def folders(self) -> str:
+        """The search path's config folders, for a message."""
+        paths = [p.path for p in self.loader.get_sources() if p.provider not in ("hydra", "schema")]
+        return ", ".join(dict.fromkeys(p for p in paths if p))
+
+    def searchpath_problem(self) -> str | None:
+        """A `hydra.searchpath` entry (the override's, else the primary config's) Hydra cannot read:
+        Hydra only warns and goes on without it, so its groups' options would be 'unknown'."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self.options("model")
+            except Exception:  # an unreadable primary config or a malformed search path: Hydra says
+                return None
+        for w in caught:
+            text = str(w.message)
+            if "is not available" in text and "searchpath" in text:
+                path = text.partition("path=")[2].removesuffix(" is not available.")
+                where = "in the command line" if self.searchpath else f"in the primary config {self.name}"
+                return (
+                    f"hydra.searchpath {where}: {path} is not available (no such folder): write "
+                    "file:///absolute/path/to/conf, or file://relative/to/the/current/folder"
+                )
+        return None
+
+    def options(self, group: str) -> list[str]:
+        """The options of a config group in every folder of the search path (plugins' included)."""
+        from hydra.core.object_type import ObjectType
+
+        return self.loader.get_group_options(group, ObjectType.CONFIG, self.name, list(self.searchpath))
+
+    def is_group(self, key: str) -> bool:
+        """A config group (`model=conv`, `hydra/launcher=slurm`), not a value (`model.hidden=[8]`)."""
+        if "/" in key:
+            return True
+        return bool(self.loader.get_group_options(key, None, self.name, list(self.searchpath)))
+
+    def compose(self, overrides: list[str], multirun: bool):
+        """The config Hydra composes for `overrides` (the hydra node included, unresolved)."""
+        from hydra.types import RunMode
+
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        overrides = [*self.searchpath, *overrides]
+        return self.loader.load_configuration(self.name, overrides, mode, from_shell=False)
 
 
 def _prefix(o: Override) -> str:
@@ -200,13 +305,14 @@ def check_values(values: list[Override], tree: dict) -> str | None:
     return None
 
 
-def compose_problem(conf: Path, groups: list[str], values: list[Override]) -> tuple[str | None, Any]:
+def compose_problem(
+    sources: Sources, groups: list[str], values: list[Override], multirun: bool
+) -> tuple[str | None, Any]:
     """Compose with the group overrides; (problem line or None, the composed config or None)."""
-    from hydra import compose, initialize_config_dir
-
     try:
-        with initialize_config_dir(config_dir=str(conf.resolve()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=groups, return_hydra_config=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an unavailable search path: `searchpath_problem`
+            cfg = sources.compose(groups, multirun)
     except (ConfigCompositionException, MissingConfigException) as e:  # Hydra would fail the same
         if isinstance(e.__cause__, ValidationError):  # a group option's value the schema refuses
             first = str(e.__cause__).splitlines()[0]
@@ -223,6 +329,12 @@ def compose_problem(conf: Path, groups: list[str], values: list[Override]) -> tu
             line = next((g for g in groups if g.startswith("+") and g[1:].split("=")[0] in message), None)
             if line:
                 return f"{line} adds a group the defaults list has: write {line[1:]} to choose it", None
+        if message.startswith("Cannot find primary config"):
+            return (
+                f"no primary config '{sources.name}' (-cn) in {sources.folders()}: name a .yaml file "
+                "of one of them, without .yaml",
+                None,
+            )
         return message, None
     except Exception:  # not ours to judge: Hydra reports it
         return None, None
@@ -261,29 +373,17 @@ def output_problem(cfg: Any, values: list[Override], multirun: bool) -> str | No
     return None
 
 
-def group_choices(conf: Path, group: str) -> list[str]:
-    """The options of a config group: our YAML files, and for hydra/* groups the plugins' too."""
-    choices = {p.stem for p in (conf / group).glob("*.yaml")}
-    if group.startswith("hydra/"):
-        from hydra.core.config_store import ConfigStore
-        from hydra.core.plugins import Plugins
-
-        Plugins.instance()  # registers the installed launchers' configs (submitit_slurm, joblib, ...)
-        choices |= {Path(name).stem for name in ConfigStore.instance().list(group)}
-    return sorted(choices)
-
-
-def unknown_group_option(argv: list[str], conf: Path) -> str | None:
-    """One line for `group=name` overrides (sweeps included) naming a config that does not exist.
+def unknown_group_option(args: list[str], sources: Sources) -> str | None:
+    """One line for `group=name` overrides (sweeps included) naming a config that does not exist in
+    any folder of the search path.
 
     Hydra refuses them too, with a multi-line report; this names the choices in one line first.
     """
-    for arg in argv:
+    for arg in args:
         key, sep, value = arg.lstrip("+~").partition("=")
-        group = conf / key
-        if not sep or not group.is_dir() or any(c in value for c in "()[]*"):
+        if not sep or "." in key or any(c in value for c in "()[]*") or not sources.is_group(key):
             continue
-        choices = group_choices(conf, key)
+        choices = sources.options(key)
         for name in value.split(","):
             if name and name not in choices:
                 return f"unknown {key} '{name}': choose from {', '.join(choices)}"
@@ -291,29 +391,38 @@ def unknown_group_option(argv: list[str], conf: Path) -> str | None:
 
 
 def problem(argv: list[str], conf: Path) -> str | None:
-    """The one line for the first mistake in the command line (config folder `conf`), or None when
-    Hydra may go on: an unknown group option or key, a value of the wrong type, a malformed
-    override, an output folder Hydra cannot write."""
-    if line := unknown_group_option(argv, conf):
-        return line
+    """The one line for the first mistake in the command line (`conf`: launch.py's config folder,
+    extended by -cp, -cn, -cd and hydra.searchpath as Hydra extends it), or None when Hydra may go
+    on: an unknown group option or key, a value of the wrong type, a malformed override, a search
+    path folder that does not exist, an output folder Hydra cannot write."""
     split = split_argv(argv)
     if split is None or isinstance(split, str):
         return split
     flags, args = split
+    sources = Sources.of(flags, args, conf)
+    if isinstance(sources, str):
+        return sources
+    if str(sources.primary).startswith("pkg:"):  # configs in a package: Hydra's to judge
+        return None
     parsed = parse(args)
     if isinstance(parsed, str):
         return parsed
+    if line := sources.searchpath_problem():
+        return line
+    if line := unknown_group_option(args, sources):
+        return line
     multirun = "-m" in flags or "--multirun" in flags
     if not multirun:
         for o in parsed:
             if o.is_sweep_override():
                 v = _example(o)
                 return f"{o.input_line} is a sweep: add -m to run one job per value, or write a list as [{v}]"
-    groups = [o for o in parsed if is_group(o, conf)]
-    values = [o for o in parsed if not is_group(o, conf)]
+    searchpath = [o for o in parsed if o.key_or_group == "hydra.searchpath"]
+    groups = [o for o in parsed if o not in searchpath and sources.is_group(o.key_or_group)]
+    values = [o for o in parsed if o not in groups]
     cfg = None
     for variant in group_variants(groups):
-        line, composed = compose_problem(conf, variant, values)
+        line, composed = compose_problem(sources, variant, values, multirun)
         if line:
             return line
         cfg = cfg if cfg is not None else composed

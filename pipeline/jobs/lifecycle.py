@@ -62,8 +62,11 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     if checks.first_stage(cfg.stages) in cfg.stages:  # data problems surface before a run exists
         ctx.data = build.data(cfg)
         checks.check_with_data(cfg, ctx.data.n_train, ctx.data.steps_per_epoch)
-        if "train" in cfg.stages and not batched:  # missing pretrained weights too fail before a run exists
-            ctx.model = build.model(cfg, ctx.data)
+        if "train" in cfg.stages:  # missing weights, a model that fails on the data: before a run exists
+            model = build.model(cfg, ctx.data)
+            build.check_model(cfg, model, ctx.data, build.task(cfg))
+            if not batched:  # (a batched job builds one per seed)
+                ctx.model = model
     members = open_members(cfg, tracker, job)
     for m in members:
         if m.note:

@@ -49,3 +49,12 @@ def launch_together(
     procs = [start(a, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in arg_lists]
     outputs = [p.communicate(timeout=timeout) for p in procs]
     return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs)]
+
+
+def one_line(res: subprocess.CompletedProcess, fragment: str) -> str:
+    """The exit status is 2 and stderr is exactly one line, `error: ...`, holding `fragment`."""
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    return lines[0]

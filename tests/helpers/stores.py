@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking.queries import record
 
 HOLD = """
 import sqlite3, sys, time
@@ -37,3 +42,29 @@ def points(db: Path, run_id: str) -> dict[str, int]:
 
 def series(n: int, offset: int = 0) -> list[tuple[str, int, float]]:
     return [("displacement", offset + i, 0.5 * i) for i in range(n)]
+
+
+def snapshot(store: str) -> dict:
+    """Everything a store holds: each run's status, params, tags and metric histories, and the
+    bytes (sha256) of every artifact file."""
+    client = MlflowClient(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    state: dict = {"runs": {}}
+    for r in map(record, client.search_runs(experiments)):
+        run_id = r.run_id
+        state["runs"][run_id] = {
+            "status": r.status,
+            "params": r.params,
+            "tags": r.tags,
+            "metrics": {
+                k: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, k)]
+                for k in r.metrics
+            },
+        }
+    root = Path(store.removeprefix("sqlite:///")).parent / "mlartifacts"
+    state["files"] = {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+    return state

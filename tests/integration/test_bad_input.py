@@ -8,7 +8,6 @@ its runs, statuses, params, tags, every metric's history and every artifact file
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,10 +19,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import Tracker
-from pipeline.tracking.queries import record
-from tests.helpers.cli import launch
+from tests.helpers.cli import launch, one_line
 from tests.helpers.config import TINY
-from tests.helpers.stores import hold_lock
+from tests.helpers.stores import hold_lock, snapshot
 
 EXPERIMENT = "bad-input"
 # The tiny job without its length: cases that set train.steps or llc.every keep theirs.
@@ -160,32 +158,6 @@ BEFORE_ANY_RUN = [
 ]
 
 
-def snapshot(store: str) -> dict:
-    """Everything a store holds: each run's status, params, tags and metric histories, and the
-    bytes (sha256) of every artifact file."""
-    client = MlflowClient(store)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    state: dict = {"runs": {}}
-    for r in map(record, client.search_runs(experiments)):
-        run_id = r.run_id
-        state["runs"][run_id] = {
-            "status": r.status,
-            "params": r.params,
-            "tags": r.tags,
-            "metrics": {
-                k: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, k)]
-                for k in r.metrics
-            },
-        }
-    root = Path(store.removeprefix("sqlite:///")).parent / "mlartifacts"
-    state["files"] = {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*")
-        if p.is_file()
-    }
-    return state
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> tuple[Path, str, str]:
     """A folder with a store holding one finished tiny run: (folder, store URI, run id)."""
@@ -197,15 +169,6 @@ def recorded(tmp_path_factory) -> tuple[Path, str, str]:
     [run] = Tracker(store, EXPERIMENT).find_runs({})
     assert run.status == "FINISHED"
     return folder, store, run.run_id
-
-
-def one_line(res: subprocess.CompletedProcess, fragment: str) -> str:
-    """The exit status is 2 and stderr is exactly one line, `error: ...`, holding `fragment`."""
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def command(args: list[str], store: str) -> list[str]:
