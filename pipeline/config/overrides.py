@@ -184,8 +184,10 @@ class Sources:
 
     def compose(self, overrides: list[str], multirun: bool):
         """The config Hydra composes for `overrides` (the hydra node included, unresolved)."""
+        from hydra.core.utils import setup_globals
         from hydra.types import RunMode
 
+        setup_globals()  # Hydra's resolvers (${now:...} in the output folders), as hydra.main registers them
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
         overrides = [*self.searchpath, *overrides]
         return self.loader.load_configuration(self.name, overrides, mode, from_shell=False)
