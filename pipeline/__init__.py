@@ -5,7 +5,8 @@ Folders by role, each importing only those above it in this list (`tests/unit/te
 models, the SGLD core, λ, displacement, exponents, tempering, clusters, the posterior); `training/`;
 `tracking/` (the only door to MLflow); `config/` (schema, checks, hashes, the command line, config ->
 objects); `stages/` (each reads its inputs back from the run and writes its records); `jobs/` (one
-job's lifecycle). The manual's "Layout" page (docs/layout.md) has the full map.
+job's lifecycle); `api` (the Python API, docs/api.md). The manual's "Layout" page (docs/layout.md)
+has the full map.
 
 Configs of stored runs name some objects by the modules they lived in before this layout
 (`_target_: pipeline.language.causal_lm`, `pipeline.tasks.CausalLM`, ...): those module names still

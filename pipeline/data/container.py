@@ -61,7 +61,8 @@ class Data:
             h.update(f"{tuple(t.shape)}{t.dtype}".encode())
             if len(t) > max_rows:
                 t = t[torch.linspace(0, len(t) - 1, max_rows, device=t.device).long()]
-            h.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))  # no copy of the bytes
+            if t.numel():  # (an empty split has no bytes to view: its shape and dtype say all)
+                h.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))  # no copy of the bytes
         return h.hexdigest()[:16]
 
     def profile(self) -> dict[str, object]:

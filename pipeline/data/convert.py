@@ -48,7 +48,7 @@ def _tensor(a: Any, what: str) -> torch.Tensor:
         raise UserError(f"{what} is a {type(a).__name__}, not an array: {FORMS}") from e
 
 
-def _from_dataset(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def dataset_tensors(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A Dataset's (x, y) as two tensors: a TensorDataset's own, else its items stacked."""
     if isinstance(ds, DataLoader):
         note(f"took the {what} DataLoader's dataset: batches come from the config's batch size")
@@ -79,7 +79,7 @@ def _arrays(returned: Any) -> list[Any]:
             return list(returned)
         if len(returned) == 2:
             if all(isinstance(r, (Dataset, DataLoader)) for r in returned):
-                return [*_from_dataset(returned[0], "train"), *_from_dataset(returned[1], "test")]
+                return [*dataset_tensors(returned[0], "train"), *dataset_tensors(returned[1], "test")]
             if all(isinstance(r, (tuple, list)) and len(r) == 2 for r in returned):
                 return [*returned[0], *returned[1]]
         kind = f"{type(returned).__name__} of {len(returned)}"

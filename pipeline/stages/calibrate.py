@@ -189,7 +189,7 @@ def run(ctx: Context, members: list[Member]) -> dict:
     return result
 
 
-def _estimator(model, state: dict, data, step: int, device: str, task, batched: bool):
+def estimator(model, state: dict, data, step: int, device: str, task, batched: bool):
     """`estimate(settings) -> row` on one checkpoint with the llc stage's own estimator."""
     if not batched:
         model.load_state_dict(state)
@@ -259,7 +259,7 @@ def _search(ctx, member, kept, data, model, task, base: Settings, search: Search
         )
     state = inputs.load_checkpoint(member.run_id, trained[step], cfg.device)
     batched = llc.method_for(cfg.llc.get("method", "batched"), task) == "batched"
-    estimate = _estimator(model, state, data, step, cfg.device, task, batched)
+    estimate = estimator(model, state, data, step, cfg.device, task, batched)
     base = dataclasses.replace(base, seed=int(member.cfg.llc.seed))
     rows, choice = calibration.search(estimate, base, search, llc.nbeta(base.nbeta, data.batch_size))
     choice |= {"step": step, "chains": base.num_chains, "seconds": sum(r["seconds"] for r in rows)}

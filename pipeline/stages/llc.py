@@ -233,25 +233,46 @@ def _estimate(ctx, todo, work, partials, data, model, task, method: str, setting
     cfg, device = ctx.cfg, ctx.cfg.device
     # Each member's own sampler seed (a seed sweep's members: their seeds), as its one-by-one run's.
     seeds = [int(m.cfg.llc.seed) for m, _ in todo]
+    items = [(seeds[i], s, (todo[i][0].run_id, f)) for i, s, f in work]
+    load = lambda source: inputs.load_checkpoint(*source, device)  # noqa: E731
+    for found in passes(
+        items, model, data, task, method, settings, device, int(cfg.llc.max_stacked), load, cfg.progress
+    ):
+        rows = defaultdict(list)
+        for k, row in found:
+            i, s, _ = work[k]
+            rows[i].append({"step": s, **row})
+        for i, member_rows in rows.items():
+            partials[i].add(member_rows)
+
+
+def passes(
+    work: list[tuple[int, int, object]],
+    model,
+    data,
+    task,
+    method: str,
+    settings: Settings,
+    device: str,
+    max_stacked: int,
+    load,
+    progress: bool | None = None,
+):
+    """The estimates of `work` ((sampler seed, step, checkpoint) triples; `load(checkpoint)` gives its
+    state dict): in stacked passes of the sampler core, `max_stacked` parameters at most a pass, or
+    with devinterp's own estimator one by one (on `model`, whose weights it loads). Yields each pass's
+    (index into `work`, row) pairs as the pass ends, so a caller keeps what is done."""
     if method == "batched":
         size = num_params(model) * int(settings.num_chains)  # every chain is a member of the stack
-        groups = llc.stacked_groups(len(work), size, int(cfg.llc.max_stacked))
-        for group in bar(cfg.progress, iterable=groups, desc=f"llc ({len(work)} estimates, batched)"):
-            part = [work[k] for k in group]
-            states = [inputs.load_checkpoint(todo[i][0].run_id, f, device) for i, _, f in part]
-            steps = [s for _, s, _ in part]
-            found = llc.estimate_many(
-                model, states, data, settings, steps, device, task, [seeds[i] for i, _, _ in part]
+        groups = llc.stacked_groups(len(work), size, int(max_stacked))
+        for group in bar(progress, iterable=groups, desc=f"llc ({len(work)} estimates, batched)"):
+            states = [load(work[k][2]) for k in group]
+            steps, seeds = [work[k][1] for k in group], [work[k][0] for k in group]
+            yield list(
+                zip(group, llc.estimate_many(model, states, data, settings, steps, device, task, seeds))
             )
-            rows = defaultdict(list)
-            for (i, s, _), row in zip(part, found):
-                rows[i].append({"step": s, **row})
-            for i, member_rows in rows.items():
-                partials[i].add(member_rows)
     else:
-        for i, s, f in bar(cfg.progress, iterable=work, desc="llc"):
-            model.load_state_dict(inputs.load_checkpoint(todo[i][0].run_id, f, device))
-            row = llc.estimate(
-                model, data, dataclasses.replace(settings, seed=seeds[i]), s, device, task.sgld_loss
-            )
-            partials[i].add([{"step": s, **row}])
+        for k, (seed, s, source) in enumerate(bar(progress, iterable=work, desc="llc")):
+            model.load_state_dict(load(source))
+            at = dataclasses.replace(settings, seed=seed)
+            yield [(k, llc.estimate(model, data, at, s, device, task.sgld_loss))]

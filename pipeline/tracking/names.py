@@ -85,6 +85,7 @@ COROLLARY_3_3 = "verdict.corollary_3_3"
 FIT_WINDOW = "fit.window"
 DESCRIPTION = "mlflow.note.content"  # the run's description in the MLflow UI: its printed report
 EXPERIMENT_KIND = "mlflow.experimentKind"  # "custom_model_development": the UI opens on the runs table
+SOURCE = "source"  # what made a run other than launch.py: "pipeline.api.Monitor" (launch.py's runs have none)
 DATASET = "dataset"  # the data the run trained on, as its loader names it (e.g. a stand-in's)
 LLC_METHOD = "llc.method"
 LLC_NBETA = "llc.nbeta_used"

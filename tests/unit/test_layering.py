@@ -1,8 +1,9 @@
 """The layering, read from the imports themselves (every `import` and `from ... import`, at the top of
 a module or inside a function): each folder of `pipeline/` imports only the folders below it
-(`tracking/` only the base), the science and training know neither MLflow nor Hydra, only
-`tracking/` imports mlflow, the analysis reads runs through `tracking/` only, and no modules import
-each other in a circle."""
+(`tracking/` only the base; `api.py`, the Python API, is the top: all of them, mlflow only through
+`tracking/`), the science and training know neither MLflow nor Hydra, only `tracking/` imports
+mlflow, the analysis reads runs through `tracking/` only, and no modules import each other in a
+circle."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from tests.helpers.config import ROOT
 
 # Lowest first: a folder may import the folders before it (and itself).
-LAYERS = ["base", "models", "data", "slt", "training", "tracking", "config", "stages", "jobs"]
+LAYERS = ["base", "models", "data", "slt", "training", "tracking", "config", "stages", "jobs", "api"]
 BASE = {"pipeline.errors", "pipeline.progress", "pipeline.interrupts"}
 ALLOWED = {name: set(LAYERS[: i + 1]) for i, name in enumerate(LAYERS)}
 ALLOWED["tracking"] = {"base", "tracking"}  # the door to MLflow knows nothing of the science
@@ -28,6 +29,7 @@ FORBIDDEN = {
     "config": ("mlflow",),
     "stages": ("mlflow",),
     "jobs": ("mlflow",),
+    "api": ("mlflow",),  # the Python API (`api.py`, on top of everything): MLflow through tracking/
 }
 
 
