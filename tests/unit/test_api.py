@@ -373,6 +373,7 @@ def test_a_loop_that_fails_leaves_a_failed_run_with_what_it_recorded(store: str)
 
 
 # -- docs/api.md ------------------------------------------------------------------------------------
+@pytest.mark.slow  # about 30 s: the page's seven blocks, the calibrated estimate among them
 def test_the_examples_of_docs_api_run_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
     text = (ROOT / "docs" / "api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
