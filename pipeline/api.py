@@ -39,8 +39,8 @@ from pipeline.config.checks import check_search
 from pipeline.data import Data, convert
 from pipeline.errors import UserError
 from pipeline.interrupts import interruption
-from pipeline.jobs import placement, relaunch, report
-from pipeline.jobs.opening import provenance
+from pipeline.jobs import relaunch, report
+from pipeline.jobs.opening import provenance, run_tags
 from pipeline.models import num_params, num_weights
 from pipeline.models.tasks import Classification, Task
 from pipeline.slt import calibration, llc
@@ -839,12 +839,7 @@ class Monitor:
         tracker = self.tracker = Tracker(self.where["uri"], self.where["experiment"])
         cfg = self.config()
         tags = {
-            names.SWEEP: self.sweep,
-            names.CONFIG_HASH: hashes.config_hash(cfg),
-            names.TRAIN_HASH: hashes.train_hash(cfg),
-            names.MULTIRUN: "False",
-            **placement.tags(torch.get_num_threads()),
-            **provenance(),
+            **run_tags(cfg, self.sweep, False, provenance()),
             **relaunch.owner_tags(),
             names.SOURCE: "pipeline.api.Monitor",
         }

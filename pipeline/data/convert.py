@@ -119,9 +119,7 @@ def _labels(y: torch.Tensor, what: str, sequences: bool) -> torch.Tensor:
             )
         note(f"{what} is {str(y.dtype).removeprefix('torch.')}: converted to int64 class indices")
         return y.long()
-    if y.dtype != torch.int64:
-        return y.long()  # cross-entropy takes int64 targets; any other integer type is unambiguous
-    return y
+    return y.long()  # cross-entropy takes int64 targets (a no-op for int64); any integer type is unambiguous
 
 
 def to_data(

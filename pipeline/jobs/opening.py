@@ -73,19 +73,25 @@ def open_members(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> list[Member
     return members
 
 
+def run_tags(cfg: DictConfig, sweep: str | None, multirun: bool, origin: dict[str, str]) -> dict[str, str]:
+    """The tags a new run starts with: its sweep, the config's hashes, where it runs, `origin` (the
+    job's `provenance()`)."""
+    return {
+        names.SWEEP: sweep,
+        names.CONFIG_HASH: hashes.config_hash(cfg),
+        names.TRAIN_HASH: hashes.train_hash(cfg),
+        names.MULTIRUN: str(multirun),
+        **placement.tags(torch.get_num_threads()),
+        **origin,
+    }
+
+
 def open_run(cfg: DictConfig, tracker: Tracker, job: JobInfo, seed: int, origin: dict[str, str]) -> Member:
     """A new run, or the point's interrupted run, when training (`relaunch.decide`); else the given
     run_id or the newest run of the same training, reopened. `origin`: the job's `provenance()`."""
     first = checks.first_stage(cfg.stages)
     if first in cfg.stages:
-        tags = {
-            names.SWEEP: job.sweep,
-            names.CONFIG_HASH: hashes.config_hash(cfg),
-            names.TRAIN_HASH: hashes.train_hash(cfg),
-            names.MULTIRUN: str(job.multirun),
-            **placement.tags(torch.get_num_threads()),
-            **origin,
-        }
+        tags = run_tags(cfg, job.sweep, job.multirun, origin)
         if first != "train" or not cfg.resume.enabled:
             return Member(seed, cfg, tracker.start_run(job.name, {**tags, **relaunch.owner_tags()}))
         return _open_point(cfg, tracker, job, tags, seed)
