@@ -2,8 +2,11 @@
 README promises.
 
 Measured on the project's 2-core machines with 2 torch threads (the default there): the training
-trajectory, and so α, reproduces to ~1e-8 on another thread count; λ (a sum over SGLD draws) moves
-in the fourth digit on another CPU or thread count, hence the relative 1e-3 on λ and d_s."""
+trajectory, and so α, reproduces to ~1e-8 on another thread count or CPU (AMD EPYC and Intel Xeon
+agree); Table 3's λ (a sum over SGLD draws) moves in the fourth digit, hence the relative 1e-3 on λ
+and d_s. The calibrated job sizes its draws from a pilot chain's ESS, so its draw count and λ
+depend on the CPU's rounding: 501 draws and λ_final 53.73 on AMD EPYC, 616 draws and 54.48 on
+Intel Xeon (λ_final's MCSE 0.58); those are checked to what the estimator promises, not to digits."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ PRINTED = [
 ]
 # `python launch.py`: the calibrated preset, the search's choice and what it gives.
 CALIBRATED = {"lambda_final": 53.73070946, "lambda_bar": 52.29461134, "d_s": 32.55209114}
-SETTINGS = "ε=0.01 γ=1 nβ=batch/log batch chains=4 burn-in=600 draws=501 every=1"
+SETTINGS = re.compile(r"ε=0.01 γ=1 nβ=batch/log batch chains=4 burn-in=600 draws=(\d+) every=1")
 
 
 def _launch(tmp_path: Path, store: str, *extra: str):
@@ -76,13 +79,21 @@ def test_the_default_job_is_calibrated_and_its_estimates_pass_their_diagnostics(
 ) -> None:
     res, run = _launch(tmp_path, store)
     tags = run.tags
-    assert tags[names.LLC_SETTINGS] == SETTINGS and tags[names.LLC_CALIBRATED_FROM] == run.run_id
-    for key, value in CALIBRATED.items():  # λ: a mean over 4 x 501 draws; 4th digit on another CPU
-        assert run.metrics[key] == pytest.approx(value, rel=1e-3), key
+    settings = SETTINGS.fullmatch(tags[names.LLC_SETTINGS])
+    assert settings and tags[names.LLC_CALIBRATED_FROM] == run.run_id, tags[names.LLC_SETTINGS]
+    assert 400 <= int(settings.group(1)) <= 1000  # sized for an ESS of 100 per estimate
+    for key, value in CALIBRATED.items():  # 3 % ≈ 3 MCSE of λ_final: the CPUs differ by 1.4 %
+        assert run.metrics[key] == pytest.approx(value, rel=0.03), key
     # The issue's bar: at least 90 % of the estimates stationary, none negative, R-hat and ESS kept.
     estimates = int(tags[names.LLC_ESTIMATES])
-    assert tags[names.LLC_NEGATIVE] == "0" and int(tags[names.LLC_NONSTATIONARY]) <= 0.1 * estimates
-    assert (
-        "  λ diagnostics: 0 negative, 0 non-stationary, 2 R-hat high, 0 ESS low, 0 failed of 37 estimates"
-        in res.stdout.splitlines()
+    assert estimates == 37 and tags[names.LLC_NEGATIVE] == tags[names.LLC_FAILED] == "0"
+    for flag in (names.LLC_NONSTATIONARY, names.LLC_RHAT_HIGH, names.LLC_ESS_LOW):
+        assert int(tags[flag]) <= 0.1 * estimates, (flag, tags[flag])
+    line = re.search(
+        r"  λ diagnostics: 0 negative, (\d+) non-stationary, (\d+) R-hat high, (\d+) ESS low, "
+        r"0 failed of 37 estimates",
+        res.stdout,
     )
+    assert line and line.groups() == tuple(
+        tags[f] for f in (names.LLC_NONSTATIONARY, names.LLC_RHAT_HIGH, names.LLC_ESS_LOW)
+    ), res.stdout
