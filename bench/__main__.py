@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         for name in args.cases.split(","):
             case = CASES[name]
-            rounds = harness.measure(bench, case, mode, repeats, sweeps=not args.no_sweeps)
+            rounds = harness.measure(bench, case, mode, repeats, sweeps=case.sweeps and not args.no_sweeps)
             figs = report.assemble(rounds, mode, args.n_jobs, args.launcher)
             result["cases"][name] = {
                 "description": case.describe(mode),
@@ -119,6 +119,8 @@ def render(result: dict) -> str:
     ]
     for name, case in result["cases"].items():
         parts.append(report.table(name, case["description"], case["figures"]))
+        if "rounds" in case:
+            parts.append(report.load_note(case["rounds"]))
     if result["targets"]:
         parts.append("### targets\n\n" + report.targets_table(result["targets"]))
     return "\n\n".join(parts)

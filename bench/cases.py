@@ -41,6 +41,8 @@ class Case:
     description: str
     overrides: list[str] = field(default_factory=list)
     baseline: list[str] = field(default_factory=list)
+    preset: str = "paper"  # conf/llc/<preset>: Table 3's settings, or the calibrated default
+    sweeps: bool = True  # the sweep-throughput figures (4a-4d, 6b) for this case
 
     def describe(self, mode: Mode) -> str:
         """The description, with what `mode` changes."""
@@ -52,21 +54,21 @@ class Case:
         )
 
     def ours(self, mode: Mode) -> list[str]:
-        """launch.py overrides of this case in `mode`: Table 3's SGLD settings (`llc=paper`), the
-        baseline's, whatever the product's default preset."""
-        sizes = {"train.steps": mode.steps, "llc.every": mode.llc_every, "llc.num_draws": mode.draws}
-        return ["llc=paper"] + self._sized(
+        """launch.py overrides of this case in `mode`: its SGLD preset (Table 3's, `llc=paper`, the
+        baseline's, whatever the product's default preset; or `calibrated`, whose draws the
+        calibration chooses)."""
+        sizes = {"train.steps": mode.steps, "llc.every": mode.llc_every}
+        if self.preset == "paper":
+            sizes["llc.num_draws"] = mode.draws
+        return [f"llc={self.preset}"] + self._sized(
             self.overrides, mode, [f"{k}={v}" for k, v in sizes.items()] + [f"llc.last={mode.last}"]
         )
 
     def theirs(self, mode: Mode) -> list[str]:
         """baseline.py flags of this case in `mode` (evaluation every LLC step, as the pipeline's default)."""
-        sizes = {
-            "steps": mode.steps,
-            "llc-every": mode.llc_every,
-            "eval-every": mode.llc_every,
-            "draws": mode.draws,
-        }
+        sizes = {"steps": mode.steps, "llc-every": mode.llc_every, "eval-every": mode.llc_every}
+        if self.preset == "paper":
+            sizes["draws"] = mode.draws
         return self._sized(
             self.baseline, mode, [f"--{k}={v}" for k, v in sizes.items()] + [f"--last={mode.last}"]
         )
@@ -77,6 +79,10 @@ class Case:
         return list(base) if mode.steps is None else [*base, *sizes]
 
 
+DEFAULT_BASELINE = ["--dataset=digits", "--hidden", "128", "64", "--lr=0.1", "--batch=64", "--epochs=250"]
+# The default job's calibrated choice on the project's machines (docs/trustworthy-numbers.md): the
+# baseline runs it as a researcher would who knows it, without a search.
+CALIBRATED_SGLD = ["--sgld-lr=0.01", "--localization=1", "--chains=4", "--burnin=600", "--draws=500"]
 MNIST_EPOCHS = 25  # of the paper's 100: 500 steps, 5 λ estimates; keeps the 50-seed job to minutes
 
 CASES = {
@@ -84,7 +90,17 @@ CASES = {
         "default",
         "the default job: digits, MLP 64-128-64-10, SGD lr 0.1, batch 64, 3750 steps, λ every 100 (Table 3)",
         overrides=[],
-        baseline=["--dataset=digits", "--hidden", "128", "64", "--lr=0.1", "--batch=64", "--epochs=250"],
+        baseline=DEFAULT_BASELINE,
+    ),
+    "calibrated": Case(
+        "calibrated",
+        "the default job as `python launch.py` runs it: the calibrated preset (its search included: "
+        "4 chains, burn-in, draws for ESS 100), λ every 100; the baseline with the search's choice "
+        "(ε 1e-2, γ 1, 4 chains, 600 burn-in steps, 500 draws)",
+        overrides=[],
+        baseline=[*DEFAULT_BASELINE, *CALIBRATED_SGLD],
+        preset="calibrated",
+        sweeps=False,
     ),
     "mnist_mlp": Case(
         "mnist_mlp",

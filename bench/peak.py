@@ -3,7 +3,8 @@
 Why a go-between: Linux keeps, as a process's `ru_maxrss`, the peak of the memory image it had
 before `exec` too, and a child forked from the harness starts with the harness's image (a pytest
 process with torch loaded: 1.7 GB). This small process forks the command instead, so the command's
-`ru_maxrss` is its own. It writes "<exit code> <ru_maxrss in kB>" to OUT and exits with the code.
+`ru_maxrss` is its own. It writes "<exit code> <ru_maxrss in kB> <CPU seconds>" (user + system
+time of the command and the descendants it waited for) to OUT and exits with the code.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(out: str, cmd: list[str]) -> int:
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     with open(out, "w") as f:
-        f.write(f"{code} {usage.ru_maxrss}\n")
+        f.write(f"{code} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}\n")
     return code if code >= 0 else 128 - code
 
 

@@ -9,6 +9,11 @@ largest sum of their resident memory, sampled from /proc every `interval` second
 memory summed plus the largest file-backed part (the libraries they all map, torch's ~600 MB, are
 in memory once; a plain sum of RSS would count them once per process); the go-betweens are left
 out. Linux only; a peak shorter than the interval can be missed.
+
+Load around each command (`Load`): the CPU time other processes took while it ran (all CPUs' busy
+time from /proc/stat minus the command's own from wait4), as a share of the machine, and the CPU
+steal share (time a virtual machine's host gave to others). A measurement with either above
+`Load.limit` was taken under load: the harness repeats it and marks it if it stays so.
 """
 
 from __future__ import annotations
@@ -28,6 +33,46 @@ PEAK = Path(__file__).with_name("peak.py")
 _GO_BETWEENS: set[int] = set()  # bench/peak.py processes: not counted in a tree's memory
 
 
+def cpu_times() -> tuple[float, float, float]:
+    """(busy, steal, total) seconds of all CPUs since boot, from /proc/stat's first line."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy / ticks, steal / ticks, (busy + idle + iowait + steal) / ticks
+
+
+@dataclass
+class Load:
+    """What else ran while a command ran: others' CPU share of the machine and the steal share."""
+
+    others: float  # (busy CPU time − the command's own) / (wall × CPUs)
+    steal: float  # steal time / all CPU time
+    loadavg_before: float  # 1-minute load average at the start
+    limit: float = 0.1
+
+    @property
+    def under_load(self) -> bool:
+        return self.others > self.limit or self.steal > self.limit
+
+    @classmethod
+    def between(cls, start: tuple, end: tuple, own_cpu_s: float, loadavg: float) -> Load:
+        (b0, s0, t0), (b1, s1, t1) = start, end
+        total = max(t1 - t0, 1e-9)
+        return cls(
+            others=max(0.0, (b1 - b0 - own_cpu_s) / total), steal=(s1 - s0) / total, loadavg_before=loadavg
+        )
+
+    def row(self) -> dict:
+        return {
+            "others_cpu_share": round(self.others, 4),
+            "steal_share": round(self.steal, 4),
+            "loadavg_before": self.loadavg_before,
+            "under_load": self.under_load,
+        }
+
+
 @dataclass
 class Result:
     """One finished command."""
@@ -39,6 +84,8 @@ class Result:
     stdout: str
     stderr: str
     tree_peak_mb: float = float("nan")  # peak memory of the process and its descendants together
+    cpu_s: float = 0.0  # user + system seconds of the command and the descendants it waited for
+    load: Load | None = None  # what else ran meanwhile
 
     def check(self) -> Result:
         """Self, or a RuntimeError with the command's last lines when it failed."""
@@ -53,7 +100,11 @@ def _descendants(root: int) -> list[int]:
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:  # listing /proc/<pid>/task raises FileNotFoundError if the process ends meanwhile
+            threads = list(Path(f"/proc/{pid}/task").glob("*/children"))
+        except OSError:
+            continue
+        for children in threads:
             try:
                 kids = [int(c) for c in children.read_text().split()]
             except OSError:  # the thread or process ended meanwhile
@@ -91,12 +142,16 @@ class TreeSampler:
     def __init__(self, root: int, include_root: bool = True, interval: float = 0.1) -> None:
         self.root, self.include_root, self.interval = root, include_root, interval
         self.peak_mb = 0.0
+        self.error: Exception | None = None  # the first failed sample, if any (sampling goes on)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, tree_memory_mb(self.root, self.include_root))
+            try:
+                self.peak_mb = max(self.peak_mb, tree_memory_mb(self.root, self.include_root))
+            except Exception as e:  # noqa: BLE001  (a sample lost, not the measurement)
+                self.error = self.error or e
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeSampler:
@@ -116,6 +171,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
         tempfile.TemporaryFile("w+") as err,
         tempfile.NamedTemporaryFile("r") as usage,
     ):
+        loadavg, before = os.getloadavg()[0], cpu_times()
         t0 = time.perf_counter()
         wrapped = [sys.executable, "-I", "-S", str(PEAK), usage.name, *cmd]  # -I -S: starts in ~20 ms
         proc = subprocess.Popen(
@@ -132,7 +188,8 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
             wall = time.perf_counter() - t0
         finally:
             _GO_BETWEENS.discard(proc.pid)
-        code, maxrss_kb = (usage.read().split() or [proc.returncode, 0])[:2]
+        after = cpu_times()
+        code, maxrss_kb, cpu_s = (usage.read().split() or [proc.returncode, 0, 0.0])[:3]
         out.seek(0)
         err.seek(0)
         return Result(
@@ -143,6 +200,8 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: f
             stdout=out.read(),
             stderr=err.read(),
             tree_peak_mb=sampler.peak_mb,
+            cpu_s=float(cpu_s),
+            load=Load.between(before, after, float(cpu_s), loadavg),
         )
 
 
@@ -153,11 +212,15 @@ class Batch:
     results: list[Result] = field(default_factory=list)
     wall_s: float = 0.0
     peak_mb: float = 0.0
+    load: Load | None = None  # what else ran meanwhile (the batch's own commands not counted)
 
 
 def run_many(cmds: list[tuple[list[str], Path]], at_once: int, env: dict[str, str] | None = None) -> Batch:
     """Run (command, cwd) pairs, `at_once` at a time, in order of the list."""
+    loadavg, before = os.getloadavg()[0], cpu_times()
     t0 = time.perf_counter()
     with TreeSampler(os.getpid(), include_root=False) as sampler, ThreadPoolExecutor(at_once) as pool:
         results = list(pool.map(lambda c: run(c[0], c[1], env), cmds))
-    return Batch(results=results, wall_s=time.perf_counter() - t0, peak_mb=sampler.peak_mb)
+    wall = time.perf_counter() - t0
+    load = Load.between(before, cpu_times(), sum(r.cpu_s for r in results), loadavg)
+    return Batch(results=results, wall_s=wall, peak_mb=sampler.peak_mb, load=load)

@@ -10,6 +10,12 @@ into a (members, chains, draws) trace; `on_draw` sees the model after the step (
 its samples there). λ is computed from the trace by `pipeline.slt.llc`, as devinterp's
 `LLCEstimator` computes it.
 
+The chains' update is devinterp's own arithmetic (`SGLD`, below): the same operations on the same
+values in the same order, the same calls to the random number generator, so every number is
+devinterp's to the bit (tested against devinterp's estimator); it skips devinterp's multiplications
+by a coefficient of 1 and writes into buffers kept between steps, which on a stack of 148 chains of
+a 17k-parameter MLP is half the time of devinterp's step.
+
 Plain torch and devinterp; no MLflow, no config.
 """
 
@@ -49,13 +55,74 @@ def quiet_devinterp() -> Iterator[None]:
         yield
 
 
-def devinterp_arguments(chains: Chains) -> dict:
+def _sgld_class():
+    """`SGLD`, devinterp's SGMCMC with the step below (a function: devinterp imports on first use)."""
+    global _SGLD
+    if _SGLD is not None:
+        return _SGLD
+    from devinterp.optim import SGMCMC
+    from devinterp.optim.preconditioner import IdentityPreconditioner
+    from devinterp.optim.prior import GaussianPrior
+
+    def plain(group: dict) -> bool:
+        """A group whose update is SGLD with at most a Gaussian prior: coefficients all 1."""
+        prior = group["prior"]
+        return (
+            isinstance(group["preconditioner"], IdentityPreconditioner)
+            and not group["metrics"]
+            and group["bounding_box_size"] is None
+            and group["weight_decay"] == 0
+            and (prior is None or type(prior) is GaussianPrior)
+        )
+
+    class SGLD(SGMCMC):
+        """devinterp's SGMCMC; for plain SGLD groups, its step without the ×1 multiplications and
+        with buffers kept per parameter (`devinterp.optim.sgmcmc.SGMCMC.step`, line by line:
+        d_p = nβ·g + γ·(w − w₀); ξ ~ N(0, σ²); w += −ε/2·d_p; w += √ε·ξ). Other samplers
+        (RMSProp-preconditioned SGLD, metrics, bounding boxes) run devinterp's step itself."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            if closure is not None or not all(plain(g) for g in self.param_groups):
+                return super().step(closure)
+            for group in self.param_groups:
+                prior, lr = group["prior"], group["lr"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if "sgld_buffers" not in state:
+                        state["sgld_buffers"] = tuple(torch.empty_like(p) for _ in range(3))
+                    d_p, prior_grad, noise = state["sgld_buffers"]
+                    torch.mul(p.grad, group["nbeta"], out=d_p)
+                    if prior is not None:
+                        center = state[prior.key]
+                        if center is None:
+                            torch.mul(p, prior.localization, out=prior_grad)
+                        else:
+                            torch.sub(p, center, out=prior_grad).mul_(prior.localization)
+                        d_p.add_(prior_grad)
+                    torch.normal(0.0, group["noise_level"], size=d_p.size(), out=noise)
+                    p.add_(d_p, alpha=-0.5 * lr)
+                    p.add_(noise, alpha=lr**0.5)
+            return None
+
+    _SGLD = SGLD
+    return SGLD
+
+
+_SGLD = None
+
+
+def devinterp_arguments(chains: Chains, reference: bool = True) -> dict:
     """The chains as devinterp 1.3's sampler and estimator take them (`SGMCMC.sgld`, or
-    `SGMCMC.rmsprop_sgld` with its defaults: α 0.99, ε 0.1)."""
+    `SGMCMC.rmsprop_sgld` with its defaults: α 0.99, ε 0.1); `reference=False`: with `SGLD`'s step,
+    the same numbers faster."""
     from devinterp.optim import SGMCMC
 
+    sampler = SGMCMC if reference else _sgld_class()
     return {
-        "sampling_method": getattr(SGMCMC, chains.sampler),  # sgld, or rmsprop_sgld (preconditioned)
+        "sampling_method": getattr(sampler, chains.sampler),  # sgld, or rmsprop_sgld (preconditioned)
         "optimizer_kwargs": {"lr": chains.lr, "localization": chains.localization, "nbeta": chains.nbeta},
         "num_draws": chains.draws,
         "num_chains": chains.chains,
@@ -73,13 +140,15 @@ def sample(
     seed: int | Sequence[int],
     device: str,
     on_draw: Callable[[nn.Module, int, int, torch.Tensor], None] | None = None,
+    reference: bool = False,
 ) -> torch.Tensor:
     """Run the chains on `model` (not changed: devinterp samples a copy) with minibatches from
     `loader`; returns every member's loss at every draw, shape (members, chains, draws).
 
     `member_losses(model, batch)` gives the members' losses on one batch, shape (members,). `seed`
     is devinterp's: an int seeds the chains through a SeedSequence, a list gives each chain its
-    seed. `on_draw(model, draw, chain, losses)` is called after each draw's step."""
+    seed. `on_draw(model, draw, chain, losses)` is called after each draw's step. `reference`:
+    devinterp's own step instead of `SGLD`'s (the same numbers, slower)."""
     from devinterp.slt.sampler import sample as devinterp_sample
 
     trace = torch.zeros(members, chains.chains, chains.draws, device=device)
@@ -99,7 +168,7 @@ def sample(
             loader,
             callbacks=[record],
             evaluate=evaluate,
-            **devinterp_arguments(chains),
+            **devinterp_arguments(chains, reference),
             init_loss=1.0,  # unused: λ is computed from the trace; non-zero so devinterp skips its own
             seed=list(seed) if not isinstance(seed, int) else seed,
             device=device,

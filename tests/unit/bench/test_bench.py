@@ -4,13 +4,14 @@ measured rounds, and (slow) the whole harness in --tiny mode through its command
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench import proc, report
+from bench import harness, proc, report
 from bench.cases import CASES, MODES
 from tests.helpers.config import ROOT
 
@@ -44,6 +45,62 @@ def test_a_failing_command_says_why(tmp_path: Path):
         res.check()
 
 
+def test_the_memory_sampler_survives_processes_ending_mid_read(monkeypatch: pytest.MonkeyPatch):
+    """A sweep's jobs end while the sampler lists /proc: a pid that is gone counts as nothing."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: /proc/<pid> and its task folder no longer exist
+    assert proc._descendants(gone.pid) == []
+    assert proc.tree_memory_mb(gone.pid) == 0.0
+    with monkeypatch.context() as m:  # the crash seen: the task folder vanished while it was listed
+        m.setattr(Path, "glob", lambda self, _: (_ for _ in ()).throw(FileNotFoundError(str(self))))
+        assert proc._descendants(os.getpid()) == []
+    # Many short children ending while the tree is sampled every millisecond.
+    with proc.TreeSampler(os.getpid(), include_root=False, interval=0.001) as sampler:
+        for _ in range(30):
+            subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
+    assert sampler.error is None and sampler.peak_mb > 0
+
+
+def test_the_load_around_a_command_is_what_else_ran(tmp_path: Path):
+    """Others' CPU share: all CPUs' busy time minus the command's own; a busy neighbour shows."""
+    quiet = proc.run([sys.executable, "-c", "sum(range(10**7))"], tmp_path)
+    assert quiet.cpu_s > 0.1 and 0 <= quiet.load.steal <= 1
+    spin = "import time; t = time.time()\nwhile time.time() - t < 3: pass"
+    neighbour = subprocess.Popen([sys.executable, "-c", spin])  # one core busy, not the command's
+    try:
+        busy = proc.run([sys.executable, "-c", "import time; time.sleep(1.5)"], tmp_path)
+    finally:
+        neighbour.wait()
+    cores = os.cpu_count() or 1
+    assert busy.load.others >= 0.6 / cores  # the spinning neighbour's core, shared over all CPUs
+    assert busy.load.others - quiet.load.others > 0.3 / cores
+    assert busy.load.row()["under_load"] == busy.load.under_load
+
+
+def test_a_measurement_under_load_is_taken_again_and_marked():
+    bench = harness.Bench(Path("."), 1, 1, "parallel", {}, log=lambda _: None, retries=2)
+    loads = iter([0.5, 0.3, 0.2])  # others' share in three tries: all above the 10 % limit
+
+    def measure():
+        res = proc.Result([], 0, 1.0, 1.0, "", "", load=proc.Load(next(loads), 0.0, 1.0))
+        return {"wall_s": res.load.others}, res
+
+    row = bench.quiet(measure)
+    assert row["wall_s"] == 0.2 and row["load"]["tries"] == 3 and row["load"]["under_load"]
+    once = bench.quiet(lambda: ({"x": 1}, proc.Result([], 0, 1.0, 1.0, "", "", load=proc.Load(0.01, 0, 0))))
+    assert once["load"]["tries"] == 1 and not once["load"]["under_load"]
+    rounds = [{"jobs": {"ours": row, "baseline": once}}]
+    assert report.under_load(rounds) == ["round 1: jobs.ours (others 20 % of the CPUs, steal 0 %)"]
+    assert report.load_note([{"jobs": {"baseline": once}}]).startswith("Every measurement quiet")
+
+
+def test_the_sgld_work_of_a_job():
+    # The default job at Table 3: 17 226 weights, batch 64, 37 estimates, 1 chain of 400 steps.
+    assert harness.sgld_gflop(17_226, 64, 37, 1, 400) == pytest.approx(97.9, rel=1e-3)
+    assert harness._flag(["--chains=4", "--batch=64"], "chains", 1) == 4
+    assert harness._flag(["--batch=64"], "burnin", 0) == 0
+
+
 def _round(scale: float, batched: bool = True, sweeps: bool = True) -> dict:
     """A measured round as harness.measure returns it, with ours `scale` times the baseline's values."""
     base = {
@@ -52,10 +109,13 @@ def _round(scale: float, batched: bool = True, sweeps: bool = True) -> dict:
         "steps_per_s": 1000.0,
         "llc_s_per_estimate": 0.4,
         "tracking_s": 2.0,
+        "llc_gflops_per_s": 10.0,
     }
     ours = {k: v * scale for k, v in base.items()} | {"llc_method": "batched" if batched else "serial"}
     r = {
         "jobs": {"ours": ours, "baseline": base, "ours_serial": dict(ours, llc_method="serial")},
+        "relaunch": {"ours_s": 6.0 * scale, "imports_s": 3.0},
+        "peak_gflops": 100.0,
         "llc_alone": {"ours_serial": [0.2, 0.3, 0.25], "ours_batched_one": [0.3], "baseline": [0.5, 0.4]},
     }
     if sweeps:
@@ -85,11 +145,19 @@ def test_figures_are_medians_over_rounds_and_ratios_of_medians():
     assert figs["sweep_batched_rph"]["ratio"] == pytest.approx(5.0)  # vs the baseline's best (parallel)
     assert figs["big_batched_rph"]["baseline"]["median"] == pytest.approx(100.0)  # 3600 / 36 s
     assert figs["big_batched_rph"]["ratio"] == pytest.approx(15.0)
-    targets = {t["target"]: t for t in report.targets({"default": {"figures": figs}}, mode)}
-    assert targets["whole default job ≥ 5× faster than the baseline"]["reached"] == pytest.approx(2.5)
-    assert not targets["whole default job ≥ 5× faster than the baseline"]["met"]
-    assert targets["50-seed throughput ≥ 10× (default)"]["met"]
-    assert not targets["tracking overhead < 5 % (default job)"]["met"]
+    assert figs["llc_limit_pct"]["ours"]["median"] == pytest.approx(4.0)  # 4 GFLOP/s of a 100 peak
+    assert figs["llc_limit_pct"]["baseline"]["median"] == pytest.approx(10.0)
+    assert figs["relaunch_s"]["ours"]["median"] == pytest.approx(2.4)
+    calibrated = report.assemble([_round(3.0)], mode, 2, "parallel")  # 60 s: 3x the baseline's 20 s
+    cases = {"default": {"figures": figs}, "calibrated": {"figures": calibrated}}
+    targets = {t["target"]: t for t in report.targets(cases, mode)}
+    assert targets["default job, calibrated preset, calibration included: ≤ 60 s"]["met"]
+    assert targets["default job, calibrated preset: ≤ 2× the Table 3 job"]["reached"] == pytest.approx(7.5)
+    assert targets["50-seed throughput at Table 3 settings ≥ 10× the baseline (default)"]["met"]
+    assert not any("(calibrated)" in t for t in targets)  # no sweeps in the calibrated case
+    relaunch = targets['relaunch of a finished point ≤ 1.5× python -c "import torch, mlflow"']
+    assert relaunch["reached"] == pytest.approx(0.8) and relaunch["met"]
+    assert not targets["tracking share of the default job < 5 %"]["met"]
 
 
 def test_a_figure_the_checkout_lacks_is_not_available_not_a_crash():
@@ -106,8 +174,12 @@ def test_cases_shrink_both_sides_alike():
     for case in CASES.values():
         ours, theirs = case.ours(tiny), case.theirs(tiny)
         assert f"train.steps={tiny.steps}" in ours and f"--steps={tiny.steps}" in theirs
-        assert f"llc.num_draws={tiny.draws}" in ours and f"--draws={tiny.draws}" in theirs
-        assert case.ours(MODES["full"]) == ["llc=paper", *case.overrides]  # full mode: the case as stated
+        if case.preset == "paper":  # Table 3: the mode's draws; calibrated: the search's, both sides'
+            assert f"llc.num_draws={tiny.draws}" in ours and f"--draws={tiny.draws}" in theirs
+        else:
+            assert not any(o.startswith("llc.num_draws") for o in ours) and "--draws=500" in theirs
+        full = [f"llc={case.preset}", *case.overrides]
+        assert case.ours(MODES["full"]) == full  # full mode: the case as stated
 
 
 @pytest.mark.slow
@@ -137,7 +209,8 @@ def test_harness_tiny_mode_end_to_end(tmp_path: Path):
         for job in r["jobs"].values():
             assert job["wall_s"] > job["train_s"] + job["llc_s"]
             assert job["steps"] == MODES["tiny"].steps
-    assert {t["target"] for t in result["targets"]} >= {"whole default job ≥ 5× faster than the baseline"}
+    assert {t["target"] for t in result["targets"]} >= {"tracking share of the default job < 5 %"}
+    assert "Every measurement quiet" in done.stdout or "Taken under load" in done.stdout
     m = result["machine"]
     assert m["cores"] >= 1 and m["torch_threads"] >= 1 and len(m["git_commit"]) == 40
     assert len(result["load_average_before"]) == 3 and len(result["load_average_after"]) == 3
@@ -166,6 +239,6 @@ def test_render_prints_a_saved_result_again(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "load average before 0.50, after 1.00" in out and "10.0 min" in out
     assert "| 3a. whole job, wall clock (s) | lower | 10 | 20 | 0.5 |" in out
-    assert "| whole default job ≥ 5× faster than the baseline | 2.00× (20.0 s → 10.0 s) | no |" in out
+    assert "| tracking share of the default job < 5 % | 10.0 % | no |" in out
     with pytest.raises(SystemExit):
         main(["--render", str(tmp_path / "missing.json")])

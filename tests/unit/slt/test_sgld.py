@@ -1,0 +1,63 @@
+"""The sampler core's SGLD step is devinterp's to the bit, and the core's traces are devinterp's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from devinterp.optim import SGMCMC
+from torch import nn
+
+from pipeline.slt import sgld
+from pipeline.slt.settings import Chains
+
+
+def _walk(optimizer_class, sampler: str, model: nn.Module, steps: int, **kwargs) -> list[torch.Tensor]:
+    """`steps` updates of `model`'s copy on fixed random batches, seeded as devinterp seeds a chain."""
+    model = copy.deepcopy(model)
+    opt = getattr(optimizer_class, sampler)(model.parameters(), **kwargs)
+    data = torch.Generator().manual_seed(1)
+    x, y = torch.randn(steps, 32, 6, generator=data), torch.randint(0, 3, (steps, 32), generator=data)
+    torch.manual_seed(123)
+    for i in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "sampler, kwargs",
+    [
+        ("sgld", {"lr": 1e-3, "localization": 10.0, "nbeta": 12.5}),
+        ("sgld", {"lr": 1e-2, "localization": 0.0, "nbeta": 3.0}),
+        ("sgld", {"lr": 1e-3, "localization": 1.0, "nbeta": 5.0, "weight_decay": 0.1}),  # devinterp's
+        ("rmsprop_sgld", {"lr": 1e-4, "localization": 100.0, "nbeta": 12.5}),  # devinterp's step
+    ],
+)
+def test_the_step_is_devinterps_to_the_bit(sampler: str, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    ours = _walk(sgld._sgld_class(), sampler, model, 25, **kwargs)
+    reference = _walk(SGMCMC, sampler, model, 25, **kwargs)
+    moved = [not torch.equal(a, b) for a, b in zip(ours, model.parameters())]
+    assert all(moved)
+    for a, b in zip(ours, reference):
+        assert torch.equal(a, b)
+
+
+def test_the_core_samples_as_devinterps_sampler() -> None:
+    """The core's trace with its step equals the same call with devinterp's own step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(96, 6), torch.randint(0, 3, (96,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    chains = Chains(lr=1e-3, localization=10.0, nbeta=12.0, chains=2, draws=15, burnin=5, every=2)
+
+    def losses(m, batch):
+        return nn.functional.cross_entropy(m(batch[0]), batch[1]).reshape(1)
+
+    ours = sgld.sample(model, loader, losses, 1, chains, 7, "cpu")
+    reference = sgld.sample(model, loader, losses, 1, chains, 7, "cpu", reference=True)
+    assert ours.shape == (1, 2, 15) and torch.equal(ours, reference)
