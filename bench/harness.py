@@ -139,14 +139,15 @@ class Bench:
     def _ours_job(self, case: Case, mode: Mode, method: str | None) -> tuple[dict, proc.Result]:
         folder = self.fresh(f"{case.name}-ours-{method or 'job'}")
         extra = [f"llc.method={method}"] if method and self.features["llc.method"] else []
-        res = self.launch(folder, [*case.ours(mode), f"threads={self.threads}", *extra])
+        overrides = [*case.ours(mode), f"threads={self.threads}", *extra]
+        res = self.launch(folder, overrides)
         run = self.runs(folder, 1, checkpoint=True)[0]
         m, tags = run["metrics"], run["tags"]
         estimates = int(tags.get("llc.estimates", m["total_steps"] // mode.llc_every))
         gflop = None
         if (found := SETTINGS.search(tags.get("llc.settings_used", ""))) and "num_params" in m:
             chains, burnin, draws, every = (int(g) for g in found.groups())
-            batch = int(run["params"].get("batch_size", run["params"].get("batch", 0)) or 0)
+            batch = int(run["params"].get("batch", 0))
             gflop = sgld_gflop(int(m["num_params"]), batch, estimates, chains, burnin + draws * every) or None
         row = {
             "wall_s": res.wall_s,
@@ -167,13 +168,13 @@ class Bench:
             "llc_gflop": gflop,
             "llc_gflops_per_s": gflop / m["time/llc_s"] if gflop else None,
             "folder": str(folder),
-            "overrides": [*case.ours(mode), f"threads={self.threads}", *extra],
+            "overrides": overrides,
         }
         return row, res
 
     def relaunch(self, job: dict) -> dict:
         """The finished point launched again (resume on: nothing to train, its report printed) and
-        the yardstick `python -c "import torch, mlflow"`, each the quieter of two tries."""
+        the yardstick `python -c "import torch, mlflow"`, each taken again while under load (`quiet`)."""
 
         def again() -> tuple[dict, proc.Result]:
             res = self.launch(Path(job["folder"]), job["overrides"], resume=True)
