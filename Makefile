@@ -25,8 +25,15 @@ venv: $(STAMP) ## create the environment (pinned dependencies) if missing
 run: $(STAMP) ## run the default job (python launch.py $(ARGS)) and print λ, α, d_s, the verdicts
 	$(PY) launch.py $(ARGS)
 
-test: $(STAMP) ## run the test suite (slow tests excluded; make test PYTEST_ARGS="-m slow" for them)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+MARK ?= not slow
+WORKERS ?= 2
+
+# Two pytest runs: the suite on $(WORKERS) workers (a file per worker at a time; most tests wait on
+# subprocesses and use one core), then the tests marked `alone`, which measure load or wall time.
+# pytest's exit 5 (no test selected) is not a failure of the second run.
+test: $(STAMP) ## run the fast suite on 2 workers (make test MARK=slow: the slow suite; WORKERS=1: one process)
+	$(PY) -m pytest -m "($(MARK)) and not alone" -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -m "($(MARK)) and alone" $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -29,6 +29,7 @@ def test_one_process_peak_memory_and_wall_clock(tmp_path: Path):
     assert 250 <= res.tree_peak_mb < 400  # sampled while it slept
 
 
+@pytest.mark.alone  # two sleeps at once must take less than 2 s of wall time
 def test_processes_at_once_add_up_and_one_after_another_do_not(tmp_path: Path):
     cmds = [(hog(200, 1.0), tmp_path) for _ in range(2)]
     together = proc.run_many(cmds, at_once=2)
@@ -61,6 +62,7 @@ def test_the_memory_sampler_survives_processes_ending_mid_read(monkeypatch: pyte
     assert sampler.error is None and sampler.peak_mb > 0
 
 
+@pytest.mark.alone  # the quiet measurement must see no other test's load
 def test_the_load_around_a_command_is_what_else_ran(tmp_path: Path):
     """Others' CPU share: all CPUs' busy time minus the command's own; a busy neighbour shows."""
     quiet = proc.run([sys.executable, "-c", "sum(range(10**7))"], tmp_path)
@@ -183,6 +185,7 @@ def test_cases_shrink_both_sides_alike():
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # the harness measures the load around each command and takes it again under load
 def test_harness_tiny_mode_end_to_end(tmp_path: Path):
     """`python -m bench --tiny` (about 2 minutes here): every figure for both sides, positive, the
     ratios those of the medians, the targets and the machine facts in the JSON file."""
