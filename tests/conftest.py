@@ -17,8 +17,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # The workers of `make test` share the cores: torch threads split between them, here and in the
     # jobs a test starts (AB_PARALLEL_JOBS, as the parallel launcher tells its jobs). Two workers of
     # two spinning threads each on two cores stalled a 50 s job for over 7 minutes.
+    from pipeline.jobs.placement import cores
+
     _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+    torch.set_num_threads(max(1, cores() // _workers))
     os.environ.setdefault("AB_PARALLEL_JOBS", str(_workers))
 
 # Files whose tests take minutes, longest first: they start first, so that `--dist loadfile`'s
