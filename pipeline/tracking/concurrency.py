@@ -1,12 +1,13 @@
 """Waiting out a busy tracking store: the helpers the retrying client (`client.py`) builds on.
 
-Many jobs writing to one store meet two kinds of trouble, and both go away by waiting: SQLite's
-lock contention ("database is locked" once SQLite's busy timeout, 20 s in MLflow, runs out) and a
+Many jobs writing to one store meet three kinds of trouble, and all go away by waiting: SQLite's
+lock contention ("database is locked" once SQLite's busy timeout, 20 s in MLflow, runs out), a
 tracking server or PostgreSQL backend that restarts or is overloaded (connection refused or reset,
-HTTP 429/502/503/504). `transient` recognises them, `delay` spaces the retries, `file_lock`
-serialises what SQLite cannot take from several processes at once (creating and migrating a fresh
-store), and `use_wal` switches a SQLite file to write-ahead logging, where readers never wait for
-the writer. No MLflow imports here.
+HTTP 429/502/503/504), and two jobs inserting the same data set row at once (the loser's
+transaction is rolled back whole, and its retry finds the winner's row). `transient` recognises
+them, `delay` spaces the retries, `file_lock` serialises what SQLite cannot take from several
+processes at once (creating and migrating a fresh store), and `use_wal` switches a SQLite file to
+write-ahead logging, where readers never wait for the writer. No MLflow imports here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ _TRANSIENT = re.compile(
             r"terminating connection due to administrator command",
             r"the database system is (starting up|shutting down|in recovery mode)",
             r"could not serialize access",
+            # Two jobs of a sweep logging the same data set: MLflow looks the (experiment, name,
+            # digest) row up, then inserts it, in one transaction; the job that loses the race
+            # has its whole transaction rolled back, and its retry finds the other's row.
+            r"duplicate key value violates unique constraint \"dataset_pk\"",
+            r"UNIQUE constraint failed: datasets\.",
+            r"Duplicate entry '[^']*' for key 'datasets\.PRIMARY'",  # MySQL 8
         ]
     ),
     re.IGNORECASE,

@@ -125,6 +125,47 @@ def test_transient_errors_are_told_apart() -> None:
     assert all(0 < d < 22.5 for d in delays) and max(delays) > 7
 
 
+def test_two_jobs_logging_the_same_data_set_at_once_both_link_it(tracked, monkeypatch) -> None:
+    """MLflow looks a data set's row up, then inserts it: on PostgreSQL the job that loses the
+    race gets a unique violation (seen in CI, eight jobs of a sweep on the digits). Its retry
+    finds the other job's row; both runs name the data set, and the store holds it once."""
+    db, tracker, run_id = tracked
+    sibling = Tracker(f"sqlite:///{db}", "retry")
+    other = sibling.start_run("s", {"sweep": "t"})
+    real = tracker.client._owner._client.log_inputs
+    calls = []
+
+    def loses_the_race(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the sibling inserts between this job's look-up and its insert
+            sibling.log_dataset(other, "digits", "48c7b3c4431f4b81", "pipeline.data.digits", {"n": 898})
+            raise RuntimeError(
+                "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique "
+                'constraint "dataset_pk"\nDETAIL:  Key (experiment_id, name, digest)=(1, digits, '
+                "48c7b3c4431f4b81) already exists."
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client._owner._client, "log_inputs", loses_the_race)
+    tracker.log_dataset(run_id, "digits", "48c7b3c4431f4b81", "pipeline.data.digits", {"n": 898})
+    assert len(calls) == 2 and tracker.retries == 1
+    for rid in (run_id, other):
+        inputs = tracker.client.get_run(rid).inputs.dataset_inputs
+        assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("digits", "48c7b3c4431f4b81")]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM datasets").fetchone()[0] == 1
+    assert (
+        concurrency.transient(
+            sqlite3.IntegrityError(
+                "UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+            )
+        )
+        is not None
+    )
+    # A unique violation elsewhere is not a race to wait out.
+    assert concurrency.transient(sqlite3.IntegrityError("UNIQUE constraint failed: params.key")) is None
+
+
 def test_a_job_reports_its_tracking_time(tiny_cfg) -> None:
     tracker, run_id, metrics = execute(tiny_cfg(), JobInfo("t", "t"))
     assert metrics["time/tracking_s"] > 0
