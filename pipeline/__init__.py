@@ -43,6 +43,10 @@ class _Renamed(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         homes = RENAMED[module.__name__]
 
         def __getattr__(attr: str) -> object:
+            # Dunder look-ups are other code probing every loaded module (torch's import does), not
+            # a config's name: answering them would import the new homes mid-import of another.
+            if attr.startswith("__"):
+                raise AttributeError(attr)
             for home in homes:
                 found = importlib.import_module(home)
                 if hasattr(found, attr):

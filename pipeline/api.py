@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from pipeline.config import hashes, schema
 from pipeline.config.checks import check_search
 from pipeline.data import Data, convert
-from pipeline.errors import UserError
+from pipeline.errors import Diverged, UserError
 from pipeline.interrupts import interruption
 from pipeline.jobs import relaunch, report
 from pipeline.jobs.opening import provenance, run_tags
@@ -53,7 +53,7 @@ from pipeline.stages import llc as llc_stage
 from pipeline.stages import train as train_stage
 from pipeline.stages.context import Context, Member
 from pipeline.tracking import Tracker, names
-from pipeline.training.loop import Diverged, Plan, evaluate
+from pipeline.training.loop import Plan, evaluate
 
 __all__ = [
     "Estimate",

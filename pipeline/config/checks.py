@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.members import check_elementwise
 from pipeline.errors import UserError
-from pipeline.training import phases
 
 STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")
 # Stages that create a run (the others re-open one); each family reads only its own artifacts.
@@ -105,9 +104,19 @@ def target_problem(key: str, dotted: str) -> str | None:
 
 def check(cfg: DictConfig) -> None:
     """Checks that need no data: raise UserError with a one-line fix."""
+    check_targets(cfg)
+    check_values(cfg)
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every `_target_` imports (which imports the modules they name: torch, the user's code)."""
     for key, dotted in targets(cfg):
         if line := target_problem(key, dotted):
             raise UserError(line)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The config's values, ranges and combinations, without importing anything they name."""
     bad = non_finite(cfg)
     if bad is not None:
         value = OmegaConf.select(cfg, bad)
@@ -140,6 +149,8 @@ def check(cfg: DictConfig) -> None:
     if t.steps is not None and int(t.steps) < 1:
         raise UserError(f"train.steps={t.steps} must be ≥ 1")
     if t.get("phases") is not None:
+        from pipeline.training import phases  # (imports torch: only a phased config needs it)
+
         phases.check(t.phases)
     if int(t.eval_every) < 1:
         raise UserError(f"train.eval_every={t.eval_every} must be ≥ 1")
@@ -189,9 +200,6 @@ def check(cfg: DictConfig) -> None:
         )
     if int(cfg.llc.num_burnin_steps) < 0:
         raise UserError(f"llc.num_burnin_steps={cfg.llc.num_burnin_steps} must be ≥ 0")
-    from pipeline.config.build import check_optimizer  # instantiates (torch): imported when checked
-
-    check_optimizer(cfg)
     if str(cfg.device).startswith("cuda"):
         import torch
 
@@ -293,6 +301,8 @@ def check_posterior(cfg: DictConfig, stages: list[str]) -> None:
 def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     """Training steps; for a phased run (`train.phases`) the most it can take (phases may stop early)."""
     if cfg.train.get("phases"):
+        from pipeline.training import phases
+
         return phases.max_steps(cfg.train.phases, steps_per_epoch)
     return int(cfg.train.steps) if cfg.train.steps is not None else int(cfg.train.epochs) * steps_per_epoch
 

@@ -172,15 +172,22 @@ class Sources:
 
     def options(self, group: str) -> list[str]:
         """The options of a config group in every folder of the search path (plugins' included)."""
-        from hydra.core.object_type import ObjectType
-
-        return self.loader.get_group_options(group, ObjectType.CONFIG, self.name, list(self.searchpath))
+        return list(self._group_options(group, configs_only=True))
 
     def is_group(self, key: str) -> bool:
-        """A config group (`model=conv`, `hydra/launcher=slurm`), not a value (`model.hidden=[8]`)."""
+        """A config group (`model=conv`, `hydra/launcher=slurm`), not a value (`model.hidden=[8]`:
+        a dotted key is a value, since a group's name has no dot)."""
         if "/" in key:
             return True
-        return bool(self.loader.get_group_options(key, None, self.name, list(self.searchpath)))
+        return "." not in key and bool(self._group_options(key, configs_only=False))
+
+    @functools.cache  # noqa: B019  (a few keys per command line, one Sources)
+    def _group_options(self, group: str, configs_only: bool) -> tuple[str, ...]:
+        # Each look-up reads the primary config and walks the search path (about 30 ms).
+        from hydra.core.object_type import ObjectType
+
+        kind = ObjectType.CONFIG if configs_only else None
+        return tuple(self.loader.get_group_options(group, kind, self.name, list(self.searchpath)))
 
     def compose(self, overrides: list[str], multirun: bool):
         """The config Hydra composes for `overrides` (the hydra node included, unresolved)."""

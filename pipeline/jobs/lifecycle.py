@@ -17,19 +17,16 @@ import time
 import traceback
 from dataclasses import dataclass
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import build, checks, hashes
+from pipeline.config import checks, hashes
 from pipeline.config.members import check_batched, is_batched
-from pipeline.errors import UserError
+from pipeline.errors import Diverged, UnreadableState, UserError
 from pipeline.interrupts import INTERRUPTS, Interrupted, interruption
 from pipeline.jobs import placement, relaunch, report
-from pipeline.jobs.opening import JobInfo, open_members
+from pipeline.jobs.opening import JobInfo, finished, open_members
 from pipeline.stages.context import Context, Member
-from pipeline.tracking import Tracker, names
-from pipeline.training.loop import Diverged
-from pipeline.training.state import UnreadableState
+from pipeline.tracking import Tracker, names, store
 
 __all__ = ["JobInfo", "Outcome", "execute", "main"]
 
@@ -52,14 +49,33 @@ class Outcome:
 def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     """Run the configured stages on the job's runs."""
     start = time.perf_counter()  # the job's wall time, for the share of it spent tracking
-    checks.check(cfg)  # cheap checks first: nothing is created for a bad config
+    checks.check_values(cfg)  # cheap checks first: nothing is created for a bad config
     batched = is_batched(cfg)
     if batched:
         check_batched(cfg)
-    torch.set_num_threads(placement.threads(cfg.threads))
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
+    creates = checks.first_stage(cfg.stages) in cfg.stages
+    tracker = None
+    # A relaunched finished point does no work: it prints its report from the store without
+    # importing torch (a second), building the optimizer (torch's compiler, another) or the data;
+    # its targets imported when it ran. A store that does not exist yet holds no finished point.
+    if creates and cfg.resume.enabled and store.exists(cfg.tracking.uri):
+        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
+        if (skipped := finished(cfg, tracker)) is not None:
+            for m in skipped:
+                print(m.note, flush=True)
+            return Outcome(tracker, skipped)
+    checks.check_targets(cfg)  # imports the model's, the data's and the optimizer's modules
+    if tracker is None:
+        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
     ctx = Context(cfg, tracker)
-    if checks.first_stage(cfg.stages) in cfg.stages:  # data problems surface before a run exists
+    import torch
+
+    from pipeline.config import build
+
+    torch.set_num_threads(placement.threads(cfg.threads))
+    if creates:
+        # Optimizer settings and data problems surface before a run exists.
+        build.check_optimizer(cfg)
         ctx.data = build.data(cfg)
         checks.check_with_data(cfg, ctx.data.n_train, ctx.data.steps_per_epoch)
         if "train" in cfg.stages:  # missing weights, a model that fails on the data: before a run exists

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from pipeline.config import checks, hashes
@@ -73,6 +72,31 @@ def open_members(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> list[Member
     return members
 
 
+def _threads() -> int:
+    """Torch's threads, for the run's placement tags (a job that trains has torch imported already)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def finished(cfg: DictConfig, tracker: Tracker) -> list[Member] | None:
+    """The job's members when every one is a finished point (`relaunch.decide` says skip), else
+    None: the job then opens its runs with `open_members`, under the point lock."""
+    if not cfg.resume.enabled or checks.first_stage(cfg.stages) != "train":
+        return None
+    seeds = seeds_of(cfg) if is_batched(cfg) else [int(cfg.seed)]
+    members = []
+    for s in seeds:
+        m = with_seed(cfg, s) if is_batched(cfg) else cfg
+        runs = tracker.point_runs(hashes.config_hash(m))
+        d = relaunch.decide(runs, m.stages, float(m.resume.stale_after_s))
+        if d.action != "skip":
+            return None
+        note = f"seed {s}: {d.note}" if is_batched(cfg) else d.note
+        members.append(Member(s, m, d.run.run_id, "skip", tuple(d.done), note))
+    return members
+
+
 def run_tags(cfg: DictConfig, sweep: str | None, multirun: bool, origin: dict[str, str]) -> dict[str, str]:
     """The tags a new run starts with: its sweep, the config's hashes, where it runs, `origin` (the
     job's `provenance()`)."""
@@ -81,7 +105,7 @@ def run_tags(cfg: DictConfig, sweep: str | None, multirun: bool, origin: dict[st
         names.CONFIG_HASH: hashes.config_hash(cfg),
         names.TRAIN_HASH: hashes.train_hash(cfg),
         names.MULTIRUN: str(multirun),
-        **placement.tags(torch.get_num_threads()),
+        **placement.tags(_threads()),
         **origin,
     }
 
@@ -119,7 +143,7 @@ def _open_point(cfg: DictConfig, tracker: Tracker, job: JobInfo, tags: dict, see
             return Member(seed, cfg, d.run.run_id, d.action, tuple(d.done), d.note)
         if d.action == "claim":
             run = d.run
-            tracker.claim(run.run_id, {**owner, **placement.tags(torch.get_num_threads())})
+            tracker.claim(run.run_id, {**owner, **placement.tags(_threads())})
             previous = "FINISHED" if run.status == "FINISHED" else None
             return Member(seed, cfg, run.run_id, "claim", tuple(d.done), d.note, previous)
         run_id = tracker.start_run(job.name, {**tags, **owner})

@@ -7,13 +7,17 @@ the list of members it is to run for (`run(ctx, members)`), one or many alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
-from torch import nn
 
 from pipeline.config.members import is_batched
-from pipeline.data import Data
 from pipeline.tracking import Tracker
+
+if TYPE_CHECKING:  # torch is imported by the stages that use it, not by a job that only reports
+    from torch import nn
+
+    from pipeline.data import Data
 
 
 @dataclass(eq=False)  # one run: compared by identity

@@ -30,6 +30,7 @@ import torch
 
 from pipeline.config import build, checks
 from pipeline.data import Data
+from pipeline.errors import Diverged
 from pipeline.interrupts import INTERRUPTS, interruption
 from pipeline.models import num_params, num_weights
 from pipeline.slt import llc
@@ -39,7 +40,7 @@ from pipeline.stages import llc as llc_stage
 from pipeline.stages.context import Context, Member
 from pipeline.tracking import Tracker, names
 from pipeline.training import ensemble, state
-from pipeline.training.loop import Diverged, Hooks, Loop
+from pipeline.training.loop import Hooks, Loop
 
 
 def run(ctx: Context, members: list[Member]) -> None:

@@ -18,19 +18,12 @@ import torch
 from torch import nn
 
 from pipeline.data import Data
+from pipeline.errors import Diverged
 from pipeline.interrupts import INTERRUPTS
 from pipeline.models.tasks import Task
 from pipeline.progress import bar
 from pipeline.slt.displacement import DisplacementRecorder, record_schedule
 from pipeline.training.phases import PhaseSchedule
-
-
-class Diverged(RuntimeError):
-    """The training loss became non-finite."""
-
-    @classmethod
-    def at(cls, step: int, train_loss: float) -> Diverged:
-        return cls(f"training loss is not finite at step {step} (train loss {train_loss}): lower lr")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.errors import UserError
-
-
-class UnreadableState(UserError):
-    """A resume state that cannot be read: the run stays KILLED as it was, the job stops."""
+from pipeline.errors import UnreadableState
 
 
 def write(path: Path, state: dict, checkpoints: list[str]) -> None:

@@ -85,8 +85,8 @@ CASES = [
         "conv1d has no 'Conv1dd' (did you mean conv1d.Conv1d?)",
     ),
     (
-        "no-pythonpath",
-        [],
+        "no-pythonpath",  # a new point (seed 7): the store's finished point would print its report
+        ["seed=7"],
         "error: model._target_=conv1d.Conv1d: no module named 'conv1d': is its folder on PYTHONPATH?",
     ),
     (

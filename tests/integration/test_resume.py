@@ -109,6 +109,22 @@ def assert_same_as_reference(tracker: Tracker, run, reference) -> None:
     assert tracker.load_table(run.run_id, "llc_partial") is None
 
 
+def test_a_finished_point_prints_its_report_without_torch_or_its_data(tmp_path: Path, reference) -> None:
+    """A relaunched finished point reads the store and prints the report: it imports neither torch
+    nor scikit-learn (the digits' loader), builds nothing and creates no run."""
+    ref_tracker, ref = reference
+    res = launch(cli(ref_tracker.uri, "reference"), cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"skipped: point already finished as run {ref.run_id}" in res.stdout
+    assert "λ_final = " in res.stdout and "Lemma 3.4" in res.stdout  # the run's report
+    imported = {
+        line.rpartition("|")[2].strip() for line in res.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "mlflow" in imported  # the import log was read
+    assert not {"torch", "sklearn"} & imported
+    assert [r.run_id for r in ref_tracker.find_runs({})] == [ref.run_id]
+
+
 def test_sigkill_mid_training_resumes_to_the_uninterrupted_run(tmp_path: Path, store: str, reference) -> None:
     proc = start(cli(store, "e"), tmp_path)
     wait_for_artifact(tmp_path, "resume/train.pt", proc)

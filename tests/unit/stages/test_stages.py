@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import UserError
+from pipeline.errors import Diverged, UserError
 from pipeline.jobs import lifecycle
 from pipeline.slt import fit
 from pipeline.tracking import Tracker
 from pipeline.tracking.names import SUMMARY_METRICS
-from pipeline.training.loop import Diverged
 from tests.helpers.jobs import JOB, execute
 
 # The tiny job's numbers (one torch thread; the same as before the redesign): α reproduces to
