@@ -116,7 +116,8 @@ def check_targets(cfg: DictConfig) -> None:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """The config's values, ranges and combinations, without importing anything they name."""
+    """The config's values, ranges and combinations, without importing the modules they name
+    (torch only for `train.phases` and `device=cuda`)."""
     bad = non_finite(cfg)
     if bad is not None:
         value = OmegaConf.select(cfg, bad)

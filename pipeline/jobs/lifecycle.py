@@ -54,28 +54,28 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     if batched:
         check_batched(cfg)
     creates = checks.first_stage(cfg.stages) in cfg.stages
-    tracker = None
     # A relaunched finished point does no work: it prints its report from the store without
     # importing torch (a second), building the optimizer (torch's compiler, another) or the data;
-    # its targets imported when it ran. A store that does not exist yet holds no finished point.
-    if creates and cfg.resume.enabled and store.exists(cfg.tracking.uri):
-        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
-        if (skipped := finished(cfg, tracker)) is not None:
-            for m in skipped:
-                print(m.note, flush=True)
-            return Outcome(tracker, skipped)
+    # its targets imported when it ran. The look-up writes nothing to the store.
+    tracker = _lookup(cfg)
+    if tracker is not None and (skipped := finished(cfg, tracker)) is not None:
+        for m in skipped:
+            print(m.note, flush=True)
+        return Outcome(tracker, skipped)
     checks.check_targets(cfg)  # imports the model's, the data's and the optimizer's modules
-    if tracker is None:
-        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
-    ctx = Context(cfg, tracker)
     import torch
 
     from pipeline.config import build
 
-    torch.set_num_threads(placement.threads(cfg.threads))
-    if creates:
-        # Optimizer settings and data problems surface before a run exists.
+    if creates:  # a bad optimizer setting: before the store or the experiment is created
         build.check_optimizer(cfg)
+    if tracker is None:
+        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
+    else:
+        tracker.use_experiment(cfg.tracking.experiment)
+    ctx = Context(cfg, tracker)
+    torch.set_num_threads(placement.threads(cfg.threads))
+    if creates:  # data problems surface before a run exists
         ctx.data = build.data(cfg)
         checks.check_with_data(cfg, ctx.data.n_train, ctx.data.steps_per_epoch)
         if "train" in cfg.stages:  # missing weights, a model that fails on the data: before a run exists
@@ -140,6 +140,17 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
             tracker.finish(m.run_id)
         report.describe(tracker, alive, cfg)  # after the last record: the description is the final report
     return Outcome(tracker, members)
+
+
+def _lookup(cfg: DictConfig) -> Tracker | None:
+    """The store, for looking up whether a training job's points are finished: None when no point
+    can be (resume off, a store or experiment that does not exist yet). Opens the store without
+    creating the file, the experiment or anything in it."""
+    t = cfg.tracking
+    if checks.first_stage(cfg.stages) != "train" or not cfg.resume.enabled or not store.exists(t.uri):
+        return None
+    tracker = Tracker(t.uri, None, t.max_wait_s)
+    return tracker if tracker.use_experiment(t.experiment, create=False) else None
 
 
 def _batch_tag(members: list[Member]) -> str:

@@ -26,11 +26,9 @@ def open_existing(uri: str | None, experiment: str, max_wait_s: float = DEFAULT_
             f"no tracking store at {resolved}: run an experiment first or pass --uri sqlite:///<path>.db"
         )
     tracker = Tracker(resolved, None, max_wait_s)
-    exp = tracker.client.get_experiment_by_name(experiment)
-    if exp is None or exp.lifecycle_stage == "deleted":
+    if not tracker.use_experiment(experiment, create=False):
         names_ = sorted(e.name for e in tracker.client.search_experiments())
         raise UserError(f"no experiment '{experiment}' in {resolved}: pass --experiment with one of {names_}")
-    tracker.experiment_id = exp.experiment_id
     return tracker
 
 

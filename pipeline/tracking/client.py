@@ -185,6 +185,20 @@ class Client:
         holder = f"another job opening the store {self.uri}"
         return self._file_lock("-tracker.lock", "store_lock", holder, "find it, or raise tracking.max_wait_s")
 
+    def use_experiment(self, name: str, create: bool = True) -> bool:
+        """Send the runs to experiment `name`, created (or restored, if deleted) when missing, as
+        `Client(uri, name)` does. With `create=False` nothing is written: False when it does not
+        exist or is deleted."""
+        if not create:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None or exp.lifecycle_stage == "deleted":
+                return False
+            self.experiment_id = exp.experiment_id
+            return True
+        with self._store_lock():
+            self.experiment_id = self._experiment(name)
+        return True
+
     def _experiment(self, name: str) -> str:
         # Marked as model training: MLflow 3's UI then opens on the runs table, not on GenAI traces.
         kind = {names.EXPERIMENT_KIND: "custom_model_development"}

@@ -47,9 +47,12 @@ _TRANSIENT = re.compile(
             # Two jobs of a sweep logging the same data set: MLflow looks the (experiment, name,
             # digest) row up, then inserts it, in one transaction; the job that loses the race
             # has its whole transaction rolled back, and its retry finds the other's row.
-            r"duplicate key value violates unique constraint \"dataset_pk\"",
-            r"UNIQUE constraint failed: datasets\.",
-            r"Duplicate entry '[^']*' for key 'datasets\.PRIMARY'",  # MySQL 8
+            r"duplicate key value violates unique constraint \"dataset_pk\"",  # PostgreSQL
+            r"UNIQUE constraint failed: datasets\.",  # SQLite
+            r"Violation of PRIMARY KEY constraint 'dataset_pk'",  # SQL Server
+            # MySQL and MariaDB name the key PRIMARY (8.0.19+: datasets.PRIMARY), not the table:
+            # the statement MLflow's message quotes says which
+            r"Duplicate entry '[^']*' for key '(datasets\.)?PRIMARY'[\s\S]*INSERT INTO datasets\b",
         ]
     ),
     re.IGNORECASE,
@@ -77,7 +80,7 @@ def transient(error: BaseException) -> str | None:
         if isinstance(e, ConnectionError):  # refused, reset, aborted, broken pipe
             return first_line(e)
         if match := _TRANSIENT.search(str(e)):
-            return match.group(0)
+            return match.group(0).splitlines()[0]  # (a pattern may run on into the quoted SQL)
     return None
 
 

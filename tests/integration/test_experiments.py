@@ -105,6 +105,7 @@ def test_experiment_builds_trains_one_step_and_estimates_llc(name: str, data_roo
             )
         cfg = compose_cfg(overrides)
         checks.check(cfg)
+        build.check_optimizer(cfg)  # every optimizer of the sweep (and of its phases) builds
         if i == 0:
             d = build.data(cfg)
         with open_dict(cfg):

@@ -162,7 +162,10 @@ def test_two_jobs_logging_the_same_data_set_at_once_both_link_it(tracked, monkey
         )
         is not None
     )
+    mysql = "(1062, \"Duplicate entry '1-digits-48c7' for key 'PRIMARY'\")\n[SQL: INSERT INTO datasets (x)"
+    assert concurrency.transient(RuntimeError(mysql)).startswith("Duplicate entry '1-digits-48c7' for key")
     # A unique violation elsewhere is not a race to wait out.
+    assert concurrency.transient(RuntimeError(mysql.replace("datasets", "params"))) is None
     assert concurrency.transient(sqlite3.IntegrityError("UNIQUE constraint failed: params.key")) is None
 
 
