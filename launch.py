@@ -1,7 +1,7 @@
 """Entry point: `python launch.py [overrides]` runs one job; `python launch.py -m ...` sweeps.
 
 Examples:
-    python launch.py                                   # the default job, about 70 s on 2 CPU cores
+    python launch.py                                   # the default job, about 52 s on 2 CPU cores
     python launch.py llc=paper                         # ... with Table 3's SGLD settings, about 14 s
     python launch.py -m optimizer=sgd,adam lr=1e-3,1e-2 batch=64,256 seed=0,1
     python launch.py stages=[fit] fit.start_step=1000  # refit the newest matching run, no retraining

@@ -61,7 +61,10 @@ def log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
     if args.render is not None:
-        print(render(json.loads(args.render.read_text())))
+        result = json.loads(args.render.read_text())
+        # The targets as the report now defines them, from the saved figures.
+        result["targets"] = report.targets(result["cases"], MODES[result["mode"]])
+        print(render(result))
         return args.render
     mode = MODES[args.mode]
     repeats = args.repeats or mode.repeats

@@ -147,7 +147,7 @@ def _lookup(cfg: DictConfig) -> Tracker | None:
     can be (resume off, a store or experiment that does not exist yet). Opens the store without
     creating the file, the experiment or anything in it."""
     t = cfg.tracking
-    if checks.first_stage(cfg.stages) != "train" or not cfg.resume.enabled or not store.exists(t.uri):
+    if "train" not in cfg.stages or not cfg.resume.enabled or not store.exists(t.uri):
         return None
     tracker = Tracker(t.uri, None, t.max_wait_s)
     return tracker if tracker.use_experiment(t.experiment, create=False) else None

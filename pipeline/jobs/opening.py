@@ -82,7 +82,7 @@ def _threads() -> int:
 def finished(cfg: DictConfig, tracker: Tracker) -> list[Member] | None:
     """The job's members when every one is a finished point (`relaunch.decide` says skip), else
     None: the job then opens its runs with `open_members`, under the point lock."""
-    if not cfg.resume.enabled or checks.first_stage(cfg.stages) != "train":
+    if not cfg.resume.enabled or "train" not in cfg.stages:  # a stage re-run always runs
         return None
     seeds = seeds_of(cfg) if is_batched(cfg) else [int(cfg.seed)]
     members = []

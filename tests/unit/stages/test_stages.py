@@ -93,8 +93,11 @@ def test_refit_alone_does_not_retrain_and_reproduces_alpha(tiny_cfg) -> None:
     assert tracker.load_table(run_id, "trajectory").equals(traj_before)
     assert tracker.get_run(run_id).tags["override.fit.start_step"] == "60"
 
-    _, _, again = execute(tiny_cfg("fit.points=all", "stages=[fit]", f"run_id={run_id}"), JOB)
+    # The same config as the finished run's: a stage re-run runs (it is not a finished point to skip).
+    same = ("train.steps=150", "fit.points=all", "stages=[fit]", f"run_id={run_id}")
+    _, _, again = execute(tiny_cfg(*same), JOB)
     assert again["alpha"] == first["alpha"]
+    assert len(metric_history(tracker, run_id, "alpha")) == 3  # fitted three times
     assert tracker.get_run(run_id).status == "FINISHED"
 
 
