@@ -24,9 +24,9 @@ from pipeline.config.members import check_batched, is_batched
 from pipeline.errors import Diverged, UnreadableState, UserError
 from pipeline.interrupts import INTERRUPTS, Interrupted, interruption
 from pipeline.jobs import placement, relaunch, report
-from pipeline.jobs.opening import JobInfo, finished, open_members
+from pipeline.jobs.opening import JobInfo, finished, may_skip, open_members
 from pipeline.stages.context import Context, Member
-from pipeline.tracking import Tracker, names, store
+from pipeline.tracking import Tracker, names, open_if_exists
 
 __all__ = ["JobInfo", "Outcome", "execute", "main"]
 
@@ -57,7 +57,8 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     # A relaunched finished point does no work: it prints its report from the store without
     # importing torch (a second), building the optimizer (torch's compiler, another) or the data;
     # its targets imported when it ran. The look-up writes nothing to the store.
-    tracker = _lookup(cfg)
+    t = cfg.tracking
+    tracker = open_if_exists(t.uri, t.experiment, t.max_wait_s) if may_skip(cfg) else None
     if tracker is not None and (skipped := finished(cfg, tracker)) is not None:
         for m in skipped:
             print(m.note, flush=True)
@@ -70,9 +71,9 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
     if creates:  # a bad optimizer setting: before the store or the experiment is created
         build.check_optimizer(cfg)
     if tracker is None:
-        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.max_wait_s)
+        tracker = Tracker(t.uri, t.experiment, t.max_wait_s)
     else:
-        tracker.use_experiment(cfg.tracking.experiment)
+        tracker.use_experiment(t.experiment)
     ctx = Context(cfg, tracker)
     torch.set_num_threads(placement.threads(cfg.threads))
     if creates:  # data problems surface before a run exists
@@ -140,17 +141,6 @@ def execute(cfg: DictConfig, job: JobInfo) -> Outcome:
             tracker.finish(m.run_id)
         report.describe(tracker, alive, cfg)  # after the last record: the description is the final report
     return Outcome(tracker, members)
-
-
-def _lookup(cfg: DictConfig) -> Tracker | None:
-    """The store, for looking up whether a training job's points are finished: None when no point
-    can be (resume off, a store or experiment that does not exist yet). Opens the store without
-    creating the file, the experiment or anything in it."""
-    t = cfg.tracking
-    if "train" not in cfg.stages or not cfg.resume.enabled or not store.exists(t.uri):
-        return None
-    tracker = Tracker(t.uri, None, t.max_wait_s)
-    return tracker if tracker.use_experiment(t.experiment, create=False) else None
 
 
 def _batch_tag(members: list[Member]) -> str:

@@ -64,12 +64,19 @@ def open_members(cfg: DictConfig, tracker: Tracker, job: JobInfo) -> list[Member
     if not is_batched(cfg):
         return [open_run(cfg, tracker, job, int(cfg.seed), origin)]
     members = []
-    for s in seeds_of(cfg):
+    for s, member_cfg in member_configs(cfg):
         name = f"seed={s}" if job.name == "default" else f"{job.name},seed={s}"
-        m = open_run(with_seed(cfg, s), tracker, replace(job, name=name), s, origin)
+        m = open_run(member_cfg, tracker, replace(job, name=name), s, origin)
         m.note = m.note and f"seed {s}: {m.note}"
         members.append(m)
     return members
+
+
+def member_configs(cfg: DictConfig) -> list[tuple[int, DictConfig]]:
+    """(seed, config) of every run the job works on: its own, or one per seed of a batched job."""
+    if not is_batched(cfg):
+        return [(int(cfg.seed), cfg)]
+    return [(s, with_seed(cfg, s)) for s in seeds_of(cfg)]
 
 
 def _threads() -> int:
@@ -79,15 +86,19 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def may_skip(cfg: DictConfig) -> bool:
+    """Whether the job's points may be finished runs to skip: a job that trains, resume on (a stage
+    re-run always runs)."""
+    return bool(cfg.resume.enabled) and "train" in cfg.stages
+
+
 def finished(cfg: DictConfig, tracker: Tracker) -> list[Member] | None:
     """The job's members when every one is a finished point (`relaunch.decide` says skip), else
     None: the job then opens its runs with `open_members`, under the point lock."""
-    if not cfg.resume.enabled or "train" not in cfg.stages:  # a stage re-run always runs
+    if not may_skip(cfg):
         return None
-    seeds = seeds_of(cfg) if is_batched(cfg) else [int(cfg.seed)]
     members = []
-    for s in seeds:
-        m = with_seed(cfg, s) if is_batched(cfg) else cfg
+    for s, m in member_configs(cfg):
         runs = tracker.point_runs(hashes.config_hash(m))
         d = relaunch.decide(runs, m.stages, float(m.resume.stale_after_s))
         if d.action != "skip":

@@ -52,12 +52,6 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
-def exists(uri: str | None) -> bool:
-    """Whether the store may hold runs already: a SQLite file that exists, or any server."""
-    uri = resolve_uri(uri)
-    return not uri.startswith("sqlite:///") or sqlite_path(uri).exists()
-
-
 def sqlite_path(uri: str) -> Path:
     return Path(uri.removeprefix("sqlite:///"))
 

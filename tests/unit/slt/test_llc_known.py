@@ -69,7 +69,7 @@ def gaussian_nll(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict]:
     """½‖y − f(x)‖², averaged over samples: the unit-variance Gaussian regression loss."""
     x, y = batch
     out = model(x)
-    return 0.5 * ((out - y) ** 2).sum(-1).mean(), {"output": out}
+    return GaussianRegression().loss(out, y), {"output": out}
 
 
 def potential(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict]:
@@ -219,7 +219,7 @@ def test_reduced_rank_regression_matches_aoyagi(m: int, h: int, n: int, r: int) 
 
 
 class GaussianRegression(Task):
-    """`gaussian_nll` as a task, for the sampler core's stacked pass (a loss per member). The
+    """`gaussian_nll`'s loss as a task, for the sampler core's stacked pass (a loss per member). The
     product stacks classifiers only (`llc.method_for`), whose targets have one dimension fewer than
     the outputs; regression targets here come per member, (members, batch, outputs), as given."""
 
