@@ -3,6 +3,8 @@ seeds and their spread, the posterior experiment's clusters and Table 2. Read ba
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
@@ -50,12 +52,15 @@ def _interval(metrics: dict) -> str:
 
 
 def _calibration(tags: dict, run_id: str) -> str:
-    """'; calibrated on this run' or '; calibration of run <id>' when the automatic calibration chose
-    the settings; nothing otherwise."""
+    """'; calibrated on this run (<why>)' or '; calibration of run <id> (<why>)' when the automatic
+    calibration chose the settings, <why> its reason: a plateau in ε, or none (then λ is unconfirmed:
+    docs/trustworthy-numbers.md); nothing otherwise."""
     source = tags.get(names.LLC_CALIBRATED_FROM)
     if source is None:
         return ""
-    return "; calibrated on this run" if source == run_id else f"; calibration of run {source}"
+    where = "calibrated on this run" if source == run_id else f"calibration of run {source}"
+    why = json.loads(tags.get(names.LLC_CALIBRATION_CHOICE, "{}")).get("reason")
+    return f"; {where}" + (f" ({why})" if why else "")
 
 
 def run(tracker: Tracker, run_id: str, record=None) -> str:

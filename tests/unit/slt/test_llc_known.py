@@ -9,6 +9,8 @@ Watanabe 2009, Thm 6.1 and §7). Regression losses are the Gaussian negative log
 ½‖y − f(x)‖² (unit noise), the loss whose λ the formulas give. Models sit at the empirical
 minimizer of L_n, where the estimator is defined (Lau et al. 2024, §3): at the data-generating
 parameter instead, λ̂ is biased down by nβ·(L_n(w_0) − min L_n) ≈ d/(2 log n) in a regular model.
+The deep-linear-network cases (at the end) run the sampler core instead (`estimate_many`, the
+stage's batched path), at n = 10⁵ through the data's sufficient statistic.
 
 Tolerance: |λ̂ − λ| ≤ 3.5 × the spread of λ̂ over chains (devinterp's own sampler accuracy tests
 use the chains' spread; 3.5 std is the band the lead measured to hold for these estimators), and
@@ -221,13 +223,14 @@ def test_reduced_rank_regression_matches_aoyagi(m: int, h: int, n: int, r: int) 
 class GaussianRegression(Task):
     """`gaussian_nll`'s loss as a task, for the sampler core's stacked pass (a loss per member). The
     product stacks classifiers only (`llc.method_for`), whose targets have one dimension fewer than
-    the outputs; regression targets here come per member, (members, batch, outputs), as given."""
+    the outputs; regression targets here come per member, (members, batch, outputs), from the
+    chains' batches, or shared, (batch, outputs), for L_n(w_t)."""
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 0.5 * ((output - y) ** 2).sum(-1).mean()
 
     def member_losses(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.vmap(self.loss)(output, y)
+        return torch.vmap(self.loss, in_dims=(0, 0 if y.dim() == output.dim() else None))(output, y)
 
 
 @pytest.mark.slow
@@ -412,3 +415,134 @@ def test_the_calibrated_preset_on_normal_crossings(powers: tuple[int, int]) -> N
     assert row["status"] == "ok"
     assert abs(row["llc"] - truth) <= half
     assert half <= 0.30 * row["llc"]
+
+
+# -- deep linear networks (Aoyagi 2024) ------------------------------------------------------------
+# x ∈ R^H_1 -> ... -> R^H_(M+1), no biases, at a teacher of rank r, n = 10⁵ noiseless samples
+# x ~ N(0, I), y = x·B_0 (so the teacher is the exact minimizer and L_n = K). The full batch of n
+# comes as its sufficient statistic: Σ_i ½‖x_i W − y_i‖²/n = ½‖R(W − B_0)‖² summed over the H_1
+# rows of R, the triangular factor of x/√n (xᵀx/n = RᵀR), so a step costs H_1 rows, not n;
+# nβ is what the preset gives a full batch of n, n/log n = 8686. The teacher, as Furman & Lau (2024)
+# build theirs: Gaussian layers, here the first projected to rank r (so the map has rank r and the
+# other layers full rank), the whole scaled so that ‖B_0‖₂ = 1, each layer by the same factor.
+DLN_SAMPLES = 100_000
+DLN_NBETA = DLN_SAMPLES / math.log(DLN_SAMPLES)
+# about 10³ parameters, depth 3 to 6: (widths, rank)
+DLN_1E3 = [
+    ([10, 17, 20, 20], 2),
+    ([8, 9, 9, 13, 10], 6),
+    ([9, 15, 14, 8, 11, 15], 4),
+    ([9, 10, 7, 12, 13, 8, 7], 1),
+]
+
+
+class SumOfSquares(GaussianRegression):
+    """½‖y − f(x)‖² summed over the rows of the sufficient statistic: L_n itself (see above)."""
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((output - y) ** 2).sum()
+
+
+def deep_linear(widths: Sequence[int], r: int, seed: int = 0) -> torch.nn.Sequential:
+    """The teacher network (see above)."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [torch.randn(a, b, generator=g) / math.sqrt(a) for a, b in zip(widths[:-1], widths[1:])]
+    q, _ = torch.linalg.qr(torch.randn(widths[1], r, generator=g))
+    layers[0] = layers[0] @ q @ q.T
+    product = torch.linalg.multi_dot(layers) if len(layers) > 2 else layers[0] @ layers[1]
+    scale = torch.linalg.matrix_norm(product, 2) ** (-1 / len(layers))
+    net = torch.nn.Sequential(*[torch.nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])])
+    with torch.no_grad():
+        for linear, w in zip(net, layers):
+            linear.weight.copy_((w * scale).T)
+    return net
+
+
+def teacher_data(net: torch.nn.Sequential, seed: int = 0) -> Data:
+    """n = 10⁵ samples x ~ N(0, I), y = teacher(x), as their sufficient statistic: one batch of H_1 rows."""
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(DLN_SAMPLES, net[0].in_features, generator=g)
+    r = torch.linalg.qr(x / math.sqrt(DLN_SAMPLES), mode="r").R
+    with torch.no_grad():
+        y = net(r)
+    return Data("deep-linear", r, y, r[:1], y[:1], num_classes=y.shape[1], batch_size=len(r))
+
+
+def calibrated_stacked(
+    model: torch.nn.Module, data: Data, task: Task, nbeta: float
+) -> tuple[dict, dict, float]:
+    """The calibrated preset as it is, through the sampler core as the llc stage runs it (`method:
+    batched`: the search's estimates and the final one each one stacked pass of their chains), at
+    the nβ the preset gives the full batch the data stand for; (row, choice, seconds)."""
+    from pipeline.slt import calibration
+    from pipeline.slt.settings import Search, Settings
+    from pipeline.stages import calibrate
+
+    cfg = OmegaConf.load(ROOT / "conf" / "llc" / "calibrated.yaml")
+    cfg.seed, cfg.nbeta = 0, float(nbeta)
+    base, search = Settings.of(cfg), Search.of(cfg.calibration)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    at = calibrate.estimator(model, state, data, 1, "cpu", task, batched=True)
+    t0 = time.perf_counter()
+    _, choice = calibration.search(at, base, search, base.nbeta)
+    row = at(calibration.apply(base, choice))
+    return row, choice, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("widths", "r"), DLN_1E3)
+def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int) -> None:
+    """Deep linear networks of 400-910 parameters, depth 3 to 6, against Aoyagi's (2024) λ: the
+    calibrated preset as it is (its search, then the estimate, through the sampler core). It is not
+    within 10 % there yet, and the docs say so (docs/trustworthy-numbers.md): no two neighbouring
+    steps agree within its budget (at nβ = 8686 the ε that settles DLN estimates, ε·nβ ≈ 0.01, needs
+    ~10⁵ steps per chain), so it falls back to its smallest usable step, and its choice says that it
+    found no plateau, which is what this test holds it to: a search that finds one here fails it, so
+    that the docs move with it. Measured (seed 0, 22-28 s each): 79.8 for 84 (−5.0 %), 42.4 for
+    38.5 (+10.0 %), 64.2 for 49.5 (+29.6 %), 56.9 for 22 (+158 %; γ = 1000, above the cap)."""
+    net = deep_linear(widths, r)
+    truth = aoyagi_deep(widths, r)
+    row, choice, took = calibrated_stacked(net, teacher_data(net), SumOfSquares(), DLN_NBETA)
+    error = (row["llc"] - truth) / truth
+    print(
+        f"\nDLN {widths} r={r} ({sum(p.numel() for p in net.parameters())} parameters): λ = {truth:g}, "
+        f"λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), error {100 * error:+.1f} %, R-hat "
+        f"{row['rhat']:.3f}, {row['status']}; chose ε={choice['lr']:g} γ={choice['localization']:g}: "
+        f"{choice['reason']} ({took:.0f} s)"
+    )
+    assert row["status"] == "ok"
+    assert not choice["plateau"] and "no two neighbouring steps agree" in choice["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("widths", "r"), DLN_1E3)
+def test_the_sampler_core_on_deep_linear_networks_with_long_chains(widths: list[int], r: int) -> None:
+    """The same networks, the estimator alone (the sampler core, as the llc stage's batched
+    estimates run it) at ONE setting for all four, the one the DLN measurements found to settle
+    (docs/trustworthy-numbers.md): ε = 1e-6 (ε·nβ = 0.0087), γ = 10, 4 chains of 30 000 steps of
+    burn-in and 20 000 draws; within 10 % of Aoyagi's λ, a bound from the formula. Measured (seed 0,
+    44-53 s each): 78.7 for 84, 36.0 for 38.5, 46.5 for 49.5, 20.7 for 22 (−6.0 to −6.5 %: γ = 10 still
+    holds the deepest directions a little; γ = 100 is −10 to −13 %), quarters of the draws flat
+    within ±6 %, R-hat 1.02-1.06: longer still would be needed for the 1.01 bound."""
+    net = deep_linear(widths, r)
+    truth = aoyagi_deep(widths, r)
+    cfg = llc_cfg(
+        lr=1e-6,
+        localization=10.0,
+        nbeta=DLN_NBETA,
+        num_chains=4,
+        num_burnin_steps=30_000,
+        num_draws=20_000,
+        init_loss="full",
+    )
+    t0 = time.perf_counter()
+    (row,) = estimate_many(net, [net.state_dict()], teacher_data(net), cfg, [1], "cpu", SumOfSquares(), [0])
+    took = time.perf_counter() - t0
+    q = np.asarray(row["trace"]).mean(0).reshape(4, -1).mean(1) * row["nbeta"]
+    print(
+        f"\nDLN {widths} r={r}: λ = {truth:g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), error "
+        f"{100 * (row['llc'] - truth) / truth:+.1f} %, R-hat {row['rhat']:.3f}, "
+        f"quarters of the draws {np.round(q, 1)} ({took:.0f} s)"
+    )
+    assert row["status"] == "ok"
+    assert abs(row["llc"] - truth) <= 0.10 * truth

@@ -56,7 +56,8 @@ def test_calibrated_job_records_its_search_and_uses_one_setting(tiny_cfg) -> Non
     assert int(tags["llc.rhat_high_estimates"]) + int(tags["llc.ess_low_estimates"]) >= 0
     printed = report.run(tracker, run_id)
     assert "R-hat high" in printed and "(MCSE)" in printed and "median bulk ESS" in printed
-    assert f"  SGLD: {tags['llc.settings_used']}; calibrated on this run" in printed.splitlines()
+    line = f"  SGLD: {tags['llc.settings_used']}; calibrated on this run ({choice['reason']})"
+    assert line in printed.splitlines()  # the reason says whether two steps agreed (a plateau)
 
 
 def test_a_later_seed_of_the_point_reuses_the_calibration(tiny_cfg) -> None:
