@@ -298,19 +298,36 @@ def test_normal_crossing_potential(powers: tuple[int, int]) -> None:
     assert abs(row["llc"] - target) <= 3.5 * row["llc_std"]
 
 
-def calibrated_estimate(model: torch.nn.Module, data: Data, evaluate) -> tuple[dict, dict, float]:
+def calibrated_estimate(
+    model: torch.nn.Module,
+    data: Data,
+    evaluate=None,
+    *,
+    task: Task | None = None,
+    nbeta: float | None = None,
+) -> tuple[dict, dict, float]:
     """The calibrated preset (conf/llc/calibrated.yaml) as it is, end to end with the stage's
-    estimator: its search on the model, then the estimate with the choice; (row, choice, seconds)."""
+    estimator: its search on the model, then the estimate with the choice; (row, choice, seconds).
+    Serial (devinterp's own estimator with `evaluate`), or, given a `task`, the sampler core as the
+    llc stage's `method: batched` runs it (each estimate one stacked pass of its chains). `nbeta`:
+    the nβ the preset gives the full batch the data stand for, when they come as a statistic."""
     from pipeline.slt import calibration, llc
     from pipeline.slt.settings import Search, Settings
+    from pipeline.stages import calibrate
 
     cfg = OmegaConf.load(ROOT / "conf" / "llc" / "calibrated.yaml")
     cfg.seed = 0
+    if nbeta is not None:
+        cfg.nbeta = float(nbeta)
     base, search = Settings.of(cfg), Search.of(cfg.calibration)
     t0 = time.perf_counter()
+    if task is not None:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        at = calibrate.estimator(model, state, data, 1, "cpu", task, batched=True)
+    else:
 
-    def at(settings: Settings) -> dict:
-        return estimate(model, data, settings, step=1, device="cpu", evaluate=evaluate)
+        def at(settings: Settings) -> dict:
+            return estimate(model, data, settings, step=1, device="cpu", evaluate=evaluate)
 
     _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
     row = at(calibration.apply(base, choice))
@@ -449,8 +466,7 @@ def deep_linear(widths: Sequence[int], r: int, seed: int = 0) -> torch.nn.Sequen
     layers = [torch.randn(a, b, generator=g) / math.sqrt(a) for a, b in zip(widths[:-1], widths[1:])]
     q, _ = torch.linalg.qr(torch.randn(widths[1], r, generator=g))
     layers[0] = layers[0] @ q @ q.T
-    product = torch.linalg.multi_dot(layers) if len(layers) > 2 else layers[0] @ layers[1]
-    scale = torch.linalg.matrix_norm(product, 2) ** (-1 / len(layers))
+    scale = torch.linalg.matrix_norm(torch.linalg.multi_dot(layers), 2) ** (-1 / len(layers))
     net = torch.nn.Sequential(*[torch.nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])])
     with torch.no_grad():
         for linear, w in zip(net, layers):
@@ -468,27 +484,6 @@ def teacher_data(net: torch.nn.Sequential, seed: int = 0) -> Data:
     return Data("deep-linear", r, y, r[:1], y[:1], num_classes=y.shape[1], batch_size=len(r))
 
 
-def calibrated_stacked(
-    model: torch.nn.Module, data: Data, task: Task, nbeta: float
-) -> tuple[dict, dict, float]:
-    """The calibrated preset as it is, through the sampler core as the llc stage runs it (`method:
-    batched`: the search's estimates and the final one each one stacked pass of their chains), at
-    the nβ the preset gives the full batch the data stand for; (row, choice, seconds)."""
-    from pipeline.slt import calibration
-    from pipeline.slt.settings import Search, Settings
-    from pipeline.stages import calibrate
-
-    cfg = OmegaConf.load(ROOT / "conf" / "llc" / "calibrated.yaml")
-    cfg.seed, cfg.nbeta = 0, float(nbeta)
-    base, search = Settings.of(cfg), Search.of(cfg.calibration)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    at = calibrate.estimator(model, state, data, 1, "cpu", task, batched=True)
-    t0 = time.perf_counter()
-    _, choice = calibration.search(at, base, search, base.nbeta)
-    row = at(calibration.apply(base, choice))
-    return row, choice, time.perf_counter() - t0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("widths", "r"), DLN_1E3)
 def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int) -> None:
@@ -502,7 +497,7 @@ def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int
     38.5 (+10.0 %), 64.2 for 49.5 (+29.6 %), 56.9 for 22 (+158 %; γ = 1000, above the cap)."""
     net = deep_linear(widths, r)
     truth = aoyagi_deep(widths, r)
-    row, choice, took = calibrated_stacked(net, teacher_data(net), SumOfSquares(), DLN_NBETA)
+    row, choice, took = calibrated_estimate(net, teacher_data(net), task=SumOfSquares(), nbeta=DLN_NBETA)
     error = (row["llc"] - truth) / truth
     print(
         f"\nDLN {widths} r={r} ({sum(p.numel() for p in net.parameters())} parameters): λ = {truth:g}, "
