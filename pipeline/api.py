@@ -46,7 +46,7 @@ from pipeline.models.tasks import Classification, Task
 from pipeline.slt import calibration, llc
 from pipeline.slt.displacement import DisplacementRecorder, record_schedule
 from pipeline.slt.fit import compute
-from pipeline.slt.settings import Search, Settings
+from pipeline.slt.settings import SAMPLERS, Search, Settings
 from pipeline.stages import calibrate, inputs
 from pipeline.stages import fit as fit_stage
 from pipeline.stages import llc as llc_stage
@@ -168,12 +168,16 @@ def _check_llc(v: dict) -> None:
     if int(v.get("num_burnin_steps", 0)) < 0:
         raise UserError(f"num_burnin_steps={v['num_burnin_steps']} must be ≥ 0")
     for key, choices in (
-        ("sampler", ("sgld", "rmsprop_sgld")),
+        ("sampler", SAMPLERS),
         ("init_loss", ("batches", "full")),
         ("method", ("batched", "serial")),
     ):
         if v.get(key, choices[0]) not in choices:
             raise UserError(f"{key}={v[key]!r}: choose one of {', '.join(map(repr, choices))}")
+    if v.get("sampler") == "underdamped" and not float(v["localization"]) > 0:
+        raise UserError(
+            f"localization={v['localization']}: sampler='underdamped' needs one > 0 (its friction is 2√γ)"
+        )
     if v.get("online") and Search.of(v.get("calibration")).enabled:
         raise UserError(
             "online=True estimates λ during training, before any checkpoint to calibrate on: "

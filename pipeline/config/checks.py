@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.members import check_elementwise
 from pipeline.errors import UserError
+from pipeline.slt.settings import SAMPLERS
 
 STAGES = ("train", "llc", "fit", "calibrate", "ensemble", "posterior")
 # Stages that create a run (the others re-open one); each family reads only its own artifacts.
@@ -186,8 +187,17 @@ def check_values(cfg: DictConfig) -> None:
             f"resume.stale_after_s={r.stale_after_s} > 120 (two heartbeats), "
             "e.g. resume.every_s=120 resume.stale_after_s=900"
         )
-    if cfg.llc.get("sampler", "sgld") not in ("sgld", "rmsprop_sgld"):
-        raise UserError(f"llc.sampler={cfg.llc.sampler}: choose sgld or rmsprop_sgld (preconditioned)")
+    sampler = cfg.llc.get("sampler", "sgld")
+    if sampler not in SAMPLERS:
+        raise UserError(
+            f"llc.sampler={sampler}: choose sgld, rmsprop_sgld (preconditioned) "
+            "or underdamped (Langevin with momentum)"
+        )
+    if sampler == "underdamped" and not float(cfg.llc.localization) > 0:
+        raise UserError(
+            f"llc.localization={cfg.llc.localization}: llc.sampler=underdamped needs a localization > 0 "
+            "(its friction is 2√γ), e.g. llc.localization=10"
+        )
     if cfg.llc.get("init_loss", "batches") not in ("batches", "full"):
         raise UserError(f"llc.init_loss={cfg.llc.init_loss}: choose batches (devinterp's) or full (L_n)")
     if cfg.llc.get("method", "batched") not in ("batched", "serial"):  # before training, not after

@@ -63,6 +63,13 @@ def _calibration(tags: dict, run_id: str) -> str:
     return f"; {where}" + (f" ({why})" if why else "")
 
 
+# The samplers other than plain SGLD, as the settings tag names them: (key, in words, short).
+_SAMPLERS = (
+    ("rmsprop_sgld", "devinterp RMSProp-preconditioned SGLD", "RMSProp-SGLD"),
+    ("underdamped", "underdamped Langevin", "underdamped"),
+)
+
+
 def run(tracker: Tracker, run_id: str, record=None) -> str:
     """The lines `python launch.py` prints for a run (`record`: its `RunRecord`, when already read)."""
     r = record or tracker.get_run(run_id)
@@ -70,16 +77,17 @@ def run(tracker: Tracker, run_id: str, record=None) -> str:
     m = {k: metrics.get(k, float("nan")) for k in names.SUMMARY_METRICS}
     # The λ the verdicts compared with: the llc stage's, or one training phase's (fit.phase).
     m |= {k: metrics[f"fit_{k}"] for k in ("lambda_final", "lambda_bar") if f"fit_{k}" in metrics}
+    settings = tags.get(names.LLC_SETTINGS, "")
+    sampler, short = next(
+        ((long, name) for key, long, name in _SAMPLERS if f"sampler={key}" in settings),
+        ("devinterp SGLD", "SGLD"),
+    )
     lines = [
         f"run {run_id} ({r.name}) in experiment '{tracker.experiment_name(r.experiment_id)}'",
         f"  data: {tags.get(names.DATASET, 'n/a')}",
         f"  λ_final = {m['lambda_final']:.4g}   λ̄ = {m['lambda_bar']:.4g}   "
-        f"(devinterp SGLD, nβ = {tags.get(names.LLC_NBETA, 'n/a')})",
-        *(
-            [f"  SGLD: {tags[names.LLC_SETTINGS]}{_calibration(tags, run_id)}"]
-            if names.LLC_SETTINGS in tags
-            else []
-        ),
+        f"({sampler}, nβ = {tags.get(names.LLC_NBETA, 'n/a')})",
+        *([f"  {short}: {settings}{_calibration(tags, run_id)}"] if names.LLC_SETTINGS in tags else []),
         f"  α = {m['alpha']:.4f} ± {m['alpha_se']:.4f}   r² = {m['r2']:.4f}   "
         f"fit window: steps {tags.get(names.FIT_WINDOW, 'n/a')}",
         f"  d_s = 2·λ_final·α = {m['d_s']:.4g}{_interval(metrics)}   d_walk = 1/α = {m['d_walk']:.4g}",

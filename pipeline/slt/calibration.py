@@ -76,10 +76,11 @@ def draws_for(row: dict, search: Search, chains: int, min_ess_per_chain: float, 
 
 def steps_for(base: Settings, search: Search, lr: float, localization: float) -> tuple[float, float]:
     """Burn-in and draws per chain for step size `lr` at localization γ: each `relaxations` times
-    the localization's time constant 2/(εγ) (the pull back to w_t, the slowest along directions
-    the loss hardly curves), at least the preset's burn-in and the search's draws; infinite
+    the localization's time constant in steps (the pull back to w_t, the slowest along directions
+    the loss hardly curves): 2/(εγ) for SGLD, 2/√(εγ) for the underdamped sampler (critically
+    damped there, time step √ε); at least the preset's burn-in and the search's draws; infinite
     without localization."""
-    rate = lr * localization / 2
+    rate = math.sqrt(lr * localization) / 2 if base.sampler == "underdamped" else lr * localization / 2
     if rate <= 0:
         return math.inf, math.inf
     needed = math.ceil(search.relaxations / rate)

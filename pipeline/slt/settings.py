@@ -30,11 +30,17 @@ def from_mapping(cls: type, values: Mapping | None):
     return cls(**picked)
 
 
+# The chains' updates: devinterp's SGLD and RMSProp-preconditioned SGLD, and Langevin dynamics with
+# momentum (`pipeline.slt.sgld.Underdamped`).
+SAMPLERS = ("sgld", "rmsprop_sgld", "underdamped")
+
+
 @dataclass(frozen=True)
 class Chains:
     """How long and with what update the chains run: step size ε, localization γ, nβ, `chains`
     chains of `draws` draws after `burnin` steps, `every` steps apart, and devinterp's update
-    (`sampler`: `sgld`, or `rmsprop_sgld`, SGLD preconditioned by RMSProp's running average)."""
+    (`sampler`: `sgld`, `rmsprop_sgld`, SGLD preconditioned by RMSProp's running average, or
+    `underdamped`, Langevin dynamics with momentum: `pipeline.slt.sgld.Underdamped`)."""
 
     lr: float
     localization: float
@@ -70,7 +76,7 @@ class Settings:
     chains, draws, burn-in, steps between draws, the seed estimates derive theirs from, and the
     loss at w_t λ̂ is measured from (`init_loss`): `batches`, devinterp's (the mean over
     `num_chains` minibatches), or `full`, L_n(w_t) on the whole training set (eq. 25's own), and
-    devinterp's update (`sampler`: `sgld`, or `rmsprop_sgld`, preconditioned)."""
+    the update (`sampler`: devinterp's `sgld` or `rmsprop_sgld`, preconditioned, or `underdamped`)."""
 
     lr: float = 1e-5
     localization: float = 100.0

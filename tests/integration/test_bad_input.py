@@ -53,6 +53,12 @@ BEFORE_ANY_RUN = [
     ),
     ("llc-online-not-bool", ["llc.online=yes"], "error: llc.online=yes is not true or false"),
     ("llc-method", ["llc.method=bad"], "error: llc.method=bad: choose batched or serial"),
+    ("llc-sampler", ["llc.sampler=sgnht"], "error: llc.sampler=sgnht: choose sgld, rmsprop_sgld"),
+    (
+        "underdamped-without-localization",
+        ["llc.sampler=underdamped", "llc.localization=0"],
+        "error: llc.localization=0: llc.sampler=underdamped needs a localization > 0",
+    ),
     ("fit-points", ["fit.points=bad"], "error: fit.points=bad: choose llc or all"),
     (
         "optimizer-setting",

@@ -160,6 +160,17 @@ def test_no_localization_means_no_bounded_burn_in() -> None:
     assert rows == [] and asked == [] and choice["reason"].startswith("no usable setting")
 
 
+def test_the_search_times_each_sampler_by_its_own_relaxation() -> None:
+    """SGLD relaxes along a direction only the localization curves in 2/(εγ) steps; the
+    underdamped sampler (time step √ε, critically damped there) in 2/√(εγ): the search's burn-in
+    and draws are `relaxations` of those, at least the preset's and the search's own."""
+    search = Search(enabled=True, relaxations=3.0, draws=200)
+    assert calibration.steps_for(BASE, search, 1e-4, 10.0) == (6000, 6000)  # 3 × 2/(1e-4 · 10)
+    under = dataclasses.replace(BASE, sampler="underdamped")
+    assert calibration.steps_for(under, search, 1e-4, 10.0) == (190, 200)  # 3 × 2/√1e-3; draws ≥ 200
+    assert calibration.steps_for(under, search, 1e-7, 10.0) == (6000, 6000)  # 3 × 2/√1e-6
+
+
 def test_agreement_allows_for_the_monte_carlo_error() -> None:
     assert calibration.agree(row(1.0), row(1.09), 0.1)
     assert not calibration.agree(row(1.0), row(1.2), 0.1)

@@ -66,7 +66,7 @@ def _checkpoints(cfg, steps: list[int]):
     return data, model, states
 
 
-@pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld"])
+@pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld", "underdamped"])
 def test_one_member_is_the_serial_estimate(tiny_cfg, sampler: str) -> None:
     cfg = tiny_cfg(f"llc.sampler={sampler}")
     data, model, (state,) = _checkpoints(cfg, [60])
