@@ -14,11 +14,11 @@ factor, in their order of preference, the search walks ε DOWN the ladder and st
 neighbouring steps that are both usable and agree (`Search.plateau` of λ̂ plus their combined
 Monte-Carlo error), taking the larger: the largest step a smaller one confirms, which mixes fastest
 for the same bias. Each step gets a burn-in and draws of `relaxations` times the localization's
-time constant 2/(εγ) each (at least the preset's burn-in and `Search.draws`), so that small steps
-and weak localizations have the time to equilibrate and to show it; a step that would need more
-than `max_steps` ends that γ's walk (smaller ones need more). The chosen step's burn-in is the
-estimates' burn-in, and their draws are sized for the ESS bound from the effective sample size per
-draw the step reached.
+time constant 2/(εγ) (2/√(εγ) for the underdamped sampler) each (at least the preset's burn-in
+and `Search.draws`), so that small steps and weak localizations have the time to equilibrate and
+to show it; a step that would need more than `max_steps` ends that γ's walk (smaller ones need
+more). The chosen step's burn-in is the estimates' burn-in, and their draws are sized for the ESS
+bound from the effective sample size per draw the step reached.
 
 A localization comparable to nβ holds the chains itself and pulls λ̂ down whatever the step
 (measured: reduced-rank regression −40 % at γ = nβ/1.45 where γ = nβ/14.5 is within 10 %; flat 2-D

@@ -142,8 +142,8 @@ class Search:
     """The automatic calibration (`llc.calibration`, `pipeline.slt.calibration`): on one checkpoint,
     for each localization γ and nβ factor in turn (the order given is the order of preference), SGLD
     step sizes ε from the largest down, a burn-in and draws of `relaxations` localization time
-    constants 2/(εγ) each (at least the preset's burn-in and `draws`; at most `max_steps` steps per
-    chain in all), until two neighbouring steps agree
+    constants 2/(εγ) each (2/√(εγ) for the underdamped sampler; at least the preset's burn-in and
+    `draws`; at most `max_steps` steps per chain in all), until two neighbouring steps agree
     (within `plateau`·|λ̂| plus their combined Monte-Carlo error), both usable (succeeded, λ̂ > 0,
     stationary, R-hat at most `max_rhat`); the larger is chosen. The γ of at most `max_prior`·nβ are
     walked first; without a plateau among them, the first of them with a usable step gives its

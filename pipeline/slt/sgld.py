@@ -115,25 +115,37 @@ def _sgld_class():
 class Underdamped(torch.optim.Optimizer):
     """Underdamped Langevin dynamics on U(w) = nβ·L(w) + γ/2·‖w − w₀‖² with unit mass, BAOAB
     splitting (Leimkuhler & Matthews 2013; with minibatch gradients, SGHMC: Chen et al. 2014).
-    Its positions sample exp(−U) as SGLD's do, with a configurational bias of second order in the
-    time step, but the momentum carries them along directions the loss hardly curves: where only
-    the localization holds them, SGLD relaxes in 2/(εγ) steps, this in about 2/√(εγ).
+    With exact gradients its positions sample exp(−U) as SGLD's do, with a configurational bias of
+    second order in the time step (none on a quadratic U), but the momentum carries them along
+    directions the loss hardly curves: where only the localization holds them, SGLD relaxes in
+    2/(εγ) steps, this in about 2/√(εγ). Minibatch gradients heat it more than SGLD: their noise
+    (variance V per coordinate) adds about h·nβ²V/(2ζ) to the temperature against SGLD's ε·nβ²V/4,
+    1/√(εγ) times as much (no correction here: read its λ̂ from minibatches as an upper estimate).
 
     Parametrized as devinterp's SGLD (`lr` ε, `localization` γ, `nbeta`): the time step is h = √ε,
     so that both are stable below the same ε (ε·κ < 4 along a curvature κ of U) and a calibration's
-    ε ladder means the same for both. The friction is 2√γ, critical damping of the directions only
-    the localization curves (the slowest), so it needs γ > 0. One gradient per step: the two half
-    kicks of consecutive steps act at the same point and are applied together as one (B(h) A O A;
-    the first step's kick is a half one). devinterp 1.3's own `sgnht` is not this: its step drops
-    the momentum (1.3.2 never applies its `grad_correction`), which leaves SGLD with scaled noise."""
+    ε ladder means the same for both. The friction ζ is 2√γ, critical damping of the directions only
+    the localization curves (the slowest), so it needs γ > 0. Velocities start from their stationary
+    N(0, 1). One gradient per step: the two half kicks of consecutive steps act at the same point and
+    are applied together as one (B(h) A O A; the first step's kick is a half one). devinterp 1.3's
+    own `sgnht` is not this: its step drops the momentum (1.3.2 never applies its
+    `grad_correction`), which leaves SGLD with scaled noise, and it takes no localization."""
 
-    def __init__(self, params, lr: float, localization: float, nbeta: float, metrics=None, **_ignored):
+    def __init__(
+        self, params, lr: float, localization: float, nbeta: float, metrics: list | None = None
+    ) -> None:
         if not localization > 0:
             raise ValueError("the underdamped sampler needs a localization γ > 0 (its friction is 2√γ)")
+        if metrics:  # devinterp's optimizer metrics (for MALA acceptance, noise norms) are SGMCMC's
+            raise ValueError(f"the underdamped sampler tracks no optimizer metrics (asked for {metrics})")
         super().__init__(params, {"lr": lr, "localization": localization, "nbeta": nbeta})
+        if any("optimize_over" in group for group in self.param_groups):
+            raise ValueError("the underdamped sampler moves every coordinate: no optimize_over masks")
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: None = None) -> None:
+        if closure is not None:
+            raise ValueError("the underdamped sampler takes the gradient already computed, not a closure")
         for group in self.param_groups:
             h = group["lr"] ** 0.5
             damping = math.exp(-2 * group["localization"] ** 0.5 * h)  # e^(−ζh), ζ = 2√γ
@@ -142,27 +154,27 @@ class Underdamped(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
+                first = not state
+                if first:  # the chain's start (devinterp makes an optimizer per chain): w₀
                     state["center"] = p.detach().clone()
-                    state["velocity"] = torch.zeros_like(p)
-                    state["force"] = torch.empty_like(p)
-                    first = True
-                else:
-                    first = False
-                force, velocity = state["force"], state["velocity"]
-                torch.sub(p, state["center"], out=force).mul_(group["localization"])
-                force.add_(p.grad, alpha=group["nbeta"])  # ∇U = nβ·∇L + γ(w − w₀)
-                velocity.add_(force, alpha=-(h / 2 if first else h))  # B
+                    state["velocity"] = torch.randn_like(p)
+                    state["buffers"] = (torch.empty_like(p), torch.empty_like(p))
+                grad_u, noise = state["buffers"]
+                velocity = state["velocity"]
+                torch.sub(p, state["center"], out=grad_u).mul_(group["localization"])
+                grad_u.add_(p.grad, alpha=group["nbeta"])  # ∇U = nβ·∇L + γ(w − w₀)
+                velocity.add_(grad_u, alpha=-(h / 2 if first else h))  # B
                 p.add_(velocity, alpha=h / 2)  # A
-                velocity.mul_(damping).add_(torch.randn_like(p), alpha=kick_noise)  # O
+                torch.normal(0.0, 1.0, size=p.size(), out=noise)
+                velocity.mul_(damping).add_(noise, alpha=kick_noise)  # O
                 p.add_(velocity, alpha=h / 2)  # A
         return None
 
 
 def devinterp_arguments(chains: Chains, reference: bool = True) -> dict:
     """The chains as devinterp 1.3's sampler and estimator take them (`SGMCMC.sgld`, or
-    `SGMCMC.rmsprop_sgld` with its defaults: α 0.99, ε 0.1, or `Underdamped`); `reference=False`:
-    with `SGLD`'s step, the same numbers faster."""
+    `SGMCMC.rmsprop_sgld` with its defaults: α 0.99, ε 0.1); `reference=False`: with `SGLD`'s step,
+    the same numbers faster. `underdamped` is `Underdamped` either way (devinterp has no reference)."""
     from devinterp.optim import SGMCMC
 
     if chains.sampler == "underdamped":

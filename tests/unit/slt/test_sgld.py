@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -105,6 +106,39 @@ def test_the_underdamped_sampler_samples_the_localized_posterior(lr: float) -> N
     assert model.w.abs().max() < 10  # and no chain ran away
 
 
-def test_the_underdamped_sampler_needs_a_localization() -> None:
+def test_the_underdamped_sampler_is_critically_damped_where_only_the_localization_holds() -> None:
+    """Its friction 2√γ damps a direction the loss does not curve critically: at equilibrium the
+    position's autocorrelation at lag t is (1 + √γ·t)·e^(−√γ·t) (2/e at √γ·t = 1, 3/e² at 2; SGLD's
+    would be e^(−γt/2)), which is what the search's clock 2/√(εγ) rests on. A friction or noise off
+    by √2 moves these by more than the 0.03 allowed."""
+    torch.manual_seed(0)
+    gamma, lr = 4.0, 2.5e-5  # √γ = 2, h = 0.005: √γ·t = 1 every 100 steps
+    model = Quadratic(torch.zeros(500))  # L = 0: only the localization holds w
+    opt = sgld.Underdamped(model.parameters(), lr=lr, localization=gamma, nbeta=10.0, metrics=[])
+    positions = []
+    for t in range(1000 + 4000):
+        opt.zero_grad()
+        model().sum().backward()
+        opt.step()
+        if t >= 1000:
+            positions.append(model.w.detach().clone().flatten())
+    w = torch.stack(positions)  # steps x coordinates, centred at 0 (w₀)
+    variance = float((w * w).mean())
+    assert variance == pytest.approx(1 / gamma, rel=0.05)  # the localization's own spread
+    for lag, expected in ((100, 2 / math.e), (200, 3 / math.e**2)):
+        correlation = float((w[lag:] * w[:-lag]).mean()) / variance
+        assert correlation == pytest.approx(expected, abs=0.03)
+
+
+def test_the_underdamped_sampler_refuses_what_it_does_not_do() -> None:
+    """A localization of 0 (no friction), devinterp's optimizer metrics, masked coordinates and a
+    closure: each a ValueError, not silently ignored."""
+    params = list(nn.Linear(2, 2).parameters())
     with pytest.raises(ValueError, match="localization"):
-        sgld.Underdamped(nn.Linear(2, 2).parameters(), lr=1e-3, localization=0.0, nbeta=10.0)
+        sgld.Underdamped(params, lr=1e-3, localization=0.0, nbeta=10.0)
+    with pytest.raises(ValueError, match="metrics"):
+        sgld.Underdamped(params, lr=1e-3, localization=1.0, nbeta=10.0, metrics=["noise_norm"])
+    with pytest.raises(ValueError, match="optimize_over"):
+        sgld.Underdamped([{"params": params, "optimize_over": None}], lr=1e-3, localization=1.0, nbeta=10.0)
+    with pytest.raises(ValueError, match="closure"):
+        sgld.Underdamped(params, lr=1e-3, localization=1.0, nbeta=10.0).step(lambda: 0.0)
