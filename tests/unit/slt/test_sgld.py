@@ -1,4 +1,5 @@
-"""The sampler core's SGLD step is devinterp's to the bit, and the core's traces are devinterp's."""
+"""The sampler core's SGLD step is devinterp's to the bit, and the core's traces are devinterp's; the
+underdamped sampler against the closed form of a Gaussian posterior and its own damping."""
 
 from __future__ import annotations
 
