@@ -513,6 +513,28 @@ def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int
     assert not choice["plateau"] and "no two neighbouring steps agree" in choice["reason"]
 
 
+def sampler_core_on_teacher(widths: Sequence[int], r: int, **settings) -> tuple[dict, float]:
+    """The sampler core (`estimate_many`, as the llc stage's batched estimates run it) on the teacher
+    network with 4 chains, L_n(w_t) in full, nβ = n/log n and `settings`; prints truth against the
+    estimate, its R-hat and the means of the draws' quarters; (row, Aoyagi's λ)."""
+    net = deep_linear(widths, r)
+    truth = aoyagi_deep(widths, r)
+    cfg = llc_cfg(nbeta=DLN_NBETA, num_chains=4, init_loss="full", **settings)
+    t0 = time.perf_counter()
+    (row,) = estimate_many(net, [net.state_dict()], teacher_data(net), cfg, [1], "cpu", SumOfSquares(), [0])
+    took = time.perf_counter() - t0
+    assert row["status"] == "ok", row["status"]
+    q = np.asarray(row["trace"]).mean(0).reshape(4, -1).mean(1) * row["nbeta"]
+    print(
+        f"\nDLN {widths} r={r} ({sum(p.numel() for p in net.parameters())} parameters), "
+        f"{settings.get('sampler', 'sgld')}, γ={settings['localization']:g}: λ = {truth:g}, "
+        f"λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), "
+        f"error {100 * (row['llc'] - truth) / truth:+.1f} %, R-hat {row['rhat']:.3f}, "
+        f"quarters of the draws {np.round(q, 1)} ({took:.0f} s)"
+    )
+    return row, truth
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("widths", "r"), DLN_1E3)
 def test_the_sampler_core_on_deep_linear_networks_with_long_chains(widths: list[int], r: int) -> None:
@@ -523,27 +545,9 @@ def test_the_sampler_core_on_deep_linear_networks_with_long_chains(widths: list[
     44-53 s each): 78.7 for 84, 36.0 for 38.5, 46.5 for 49.5, 20.7 for 22 (−6.0 to −6.5 %: γ = 10 still
     holds the deepest directions a little; γ = 100 is −10 to −13 %), quarters of the draws flat
     within ±6 %, R-hat 1.02-1.06: longer still would be needed for the 1.01 bound."""
-    net = deep_linear(widths, r)
-    truth = aoyagi_deep(widths, r)
-    cfg = llc_cfg(
-        lr=1e-6,
-        localization=10.0,
-        nbeta=DLN_NBETA,
-        num_chains=4,
-        num_burnin_steps=30_000,
-        num_draws=20_000,
-        init_loss="full",
+    row, truth = sampler_core_on_teacher(
+        widths, r, lr=1e-6, localization=10.0, num_burnin_steps=30_000, num_draws=20_000
     )
-    t0 = time.perf_counter()
-    (row,) = estimate_many(net, [net.state_dict()], teacher_data(net), cfg, [1], "cpu", SumOfSquares(), [0])
-    took = time.perf_counter() - t0
-    q = np.asarray(row["trace"]).mean(0).reshape(4, -1).mean(1) * row["nbeta"]
-    print(
-        f"\nDLN {widths} r={r}: λ = {truth:g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), error "
-        f"{100 * (row['llc'] - truth) / truth:+.1f} %, R-hat {row['rhat']:.3f}, "
-        f"quarters of the draws {np.round(q, 1)} ({took:.0f} s)"
-    )
-    assert row["status"] == "ok"
     assert abs(row["llc"] - truth) <= 0.10 * truth
 
 
@@ -566,28 +570,14 @@ def test_the_underdamped_sampler_on_deep_linear_networks_at_10e4_and_10e5_parame
     63-65 s; 49.65 for 50 (−0.7 %), 78 s; R-hat 1.022-1.046. (At 10³ parameters the SGLD test above
     covers the same networks; this sampler gives −4.5 to −5.4 % there and −9.5 % on the depth-6 one,
     whose deepest directions γ = 10 holds: too near the bound for a test.)"""
-    net = deep_linear(widths, r)
-    truth = aoyagi_deep(widths, r)
-    cfg = llc_cfg(
+    row, truth = sampler_core_on_teacher(
+        widths,
+        r,
         lr=9e-8,
         localization=localization,
-        nbeta=DLN_NBETA,
-        num_chains=4,
         num_burnin_steps=burnin,
         num_draws=burnin,
-        init_loss="full",
         sampler="underdamped",
-    )
-    t0 = time.perf_counter()
-    (row,) = estimate_many(net, [net.state_dict()], teacher_data(net), cfg, [1], "cpu", SumOfSquares(), [0])
-    took = time.perf_counter() - t0
-    assert row["status"] == "ok", row["status"]
-    q = np.asarray(row["trace"]).mean(0).reshape(4, -1).mean(1) * row["nbeta"]
-    print(
-        f"\nDLN {widths} r={r} ({sum(p.numel() for p in net.parameters())} parameters), underdamped, "
-        f"γ={localization:g}: λ = {truth:g}, λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), error "
-        f"{100 * (row['llc'] - truth) / truth:+.1f} %, R-hat {row['rhat']:.3f}, "
-        f"quarters of the draws {np.round(q, 1)} ({took:.0f} s)"
     )
     assert not row["nonstationary"]
     assert abs(row["llc"] - truth) <= 0.10 * truth
