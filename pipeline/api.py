@@ -439,7 +439,8 @@ def estimate_llc(
         estimator = calibrate.estimator(
             copy.deepcopy(model), state, data, int(step), device, task, method == "batched"
         )
-        _, choice = calibration.search(estimator, chosen, search, llc.nbeta(chosen.nbeta, data.batch_size))
+        nb = llc.nbeta(chosen.nbeta, data.batch_size)
+        _, choice = calibration.search(estimator, chosen, search, nb, exact=data.full_batch)
         chosen = calibration.apply(chosen, choice)
     (row,) = estimates([(chosen.seed, int(step), state)], model, data, task, method, chosen, device)
     trace = row.pop("trace")

@@ -262,6 +262,7 @@ def check_search(cfg: DictConfig, first: str) -> None:
         raise UserError(f"llc.calibration.plateau={c.plateau} must be > 0, e.g. 0.1")
     if "max_prior" in c and not (isinstance(c.max_prior, int | float) and c.max_prior > 0):
         raise UserError(f"llc.calibration.max_prior={c.max_prior} must be a number > 0, e.g. 0.1")
+    check_momentum(c.get("momentum"))
     if cfg.llc.online:
         raise UserError(
             "llc.online=true estimates during training, before any checkpoint to calibrate on: "
@@ -272,6 +273,32 @@ def check_search(cfg: DictConfig, first: str) -> None:
             "the ensemble stage estimates λ with fixed SGLD settings, not calibrated ones: "
             "add llc=paper or llc.calibration.enabled=false"
         )
+
+
+def check_momentum(m: DictConfig | None) -> None:
+    """The search's second walk (`llc.calibration.momentum`): a sampler with momentum or null, and
+    its own ladder and budgets."""
+    if m is None:
+        return
+    sampler = m.get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UserError(
+            f"llc.calibration.momentum.sampler={sampler}: choose underdamped (Langevin with momentum), "
+            "sgld, rmsprop_sgld, or null (no second walk)"
+        )
+    values = m.get("lr")
+    if values is not None:
+        lrs = [float(v) for v in values] if OmegaConf.is_list(values) else []
+        if not lrs or any(not v > 0 for v in lrs) or lrs != sorted(lrs):
+            raise UserError(
+                f"llc.calibration.momentum.lr={values}: a non-empty list of step sizes > 0, smallest "
+                "first, e.g. [1e-8,1e-7,1e-6]"
+            )
+    for key in ("max_steps", "max_draws"):
+        if key in m and int(m[key]) < 4:
+            raise UserError(
+                f"llc.calibration.momentum.{key}={m[key]} must be ≥ 4 (R-hat and ESS need 4 draws)"
+            )
 
 
 def check_posterior(cfg: DictConfig, stages: list[str]) -> None:

@@ -45,6 +45,11 @@ class Data:
         }
 
     @property
+    def full_batch(self) -> bool:
+        """One batch holds the whole training set: its gradients are exact, not minibatch estimates."""
+        return self.batch_size >= self.n_train
+
+    @property
     def steps_per_epoch(self) -> int:
         # The last, smaller batch is kept, as torch's DataLoader does by default.
         return -(-self.n_train // self.batch_size)

@@ -29,6 +29,19 @@ chains, at its smallest usable step (the least discretization bias), `plateau: f
 none of them has a usable chain are the stronger γ tried, the same way, and the reason says so.
 Nothing usable anywhere: the preset's settings, said so in the choice.
 
+Momentum. SGLD relaxes along the directions only the localization curves in 2/(εγ) steps, so the
+budget bounds its smallest step: ε ≥ 2·relaxations·2/(γ·max_steps). Large models need smaller
+steps (the step's bias grows as the chains spread along the symmetries: deep linear networks of
+10⁴ parameters need ε ≈ 10⁻⁷ at nβ ≈ 9000, docs/trustworthy-numbers.md#deep-linear-networks).
+So when no weak γ gives SGLD a plateau, SGLD has no usable step at all at the weakest γ (every
+step its budget allows diverges there: it cannot sample that posterior) and the gradients are exact
+(full batch: momentum would heat minibatch noise 1/√(εγ)-fold), the weak γ are walked again with
+`Search.momentum`'s sampler (underdamped Langevin, relaxing in 2/√(εγ) steps), its own ladder,
+budgets and R-hat bound; its first plateau is the choice. Where SGLD can sample the weakest γ, its
+own fallback stands (on normal crossings the momentum sampler's exact finite-nβ answer sits
+further from λ than SGLD's, whose step bias lifts it: docs/trustworthy-numbers.md#the-momentum-walk).
+Neither walk with a plateau: SGLD's fallbacks above, as they were.
+
 Plain numpy; the estimator is handed in (`estimate(settings) -> row`, a row of `pipeline.slt.llc`).
 """
 
@@ -88,32 +101,59 @@ def steps_for(base: Settings, search: Search, lr: float, localization: float) ->
 
 
 def search(
-    estimate: Callable[[Settings], dict], base: Settings, search: Search, nbeta: float
+    estimate: Callable[[Settings], dict],
+    base: Settings,
+    search: Search,
+    nbeta: float,
+    exact: bool = False,
 ) -> tuple[list[dict], dict]:
     """Run the search (module docstring) from the preset `base`, nβ factors applied to `nbeta` (the
-    preset's nβ). Returns every tried setting's row (with `lr`, `localization`, `nbeta_factor`,
-    `nbeta`, `burnin`, `usable`, the estimate's columns and its `trace`) and the choice: `lr`,
-    `localization`, `nbeta`, `nbeta_factor`, `burnin`, `num_draws`, `plateau`, `reason` and
-    `searched` (false when the preset's settings were kept)."""
+    preset's nβ); `exact`: the gradients are the full batch's (one batch holds the training set),
+    which lets the momentum walk run. Returns every tried setting's row (with `sampler`, `lr`,
+    `localization`, `nbeta_factor`, `nbeta`, `burnin`, `usable`, the estimate's columns and its
+    `trace`) and the choice: `sampler`, `lr`, `localization`, `nbeta`, `nbeta_factor`, `burnin`,
+    `num_draws`, `plateau`, `reason` and `searched` (false when the preset's settings were kept)."""
     rows: list[dict] = []
     pairs = list(itertools.product(search.localization, search.nbeta_factor))
     weak = [(g, f) for g, f in pairs if g <= search.max_prior * f * nbeta]
+    m = search.momentum
     for group, note in ((weak, ""), ([p for p in pairs if p not in weak], "; γ above nβ·max_prior")):
         for gamma, factor in group:
             plateau = _walk(estimate, base, search, gamma, factor, nbeta, rows)
             if plateau is not None:
-                above, lr = plateau
-                why = f"λ̂ at ε={above['lr']:g} agrees with ε={lr:g}{note}"
+                above, below = plateau
+                why = f"λ̂ at ε={above['lr']:g} agrees with ε={below['lr']:g}{note}"
                 return rows, _choice(above, search, base, True, why)
+        weakest = [r for r in rows if weak and _at(r, *weak[0], base.sampler)]
+        stuck = group is weak and bool(weakest) and not any(r["usable"] for r in weakest)
+        if stuck and exact and m.sampler is not None and m.sampler != base.sampler:
+            # No SGLD step its budget allows is usable at the weakest γ (on the deep linear networks:
+            # all diverge): the momentum walk (the strong γ pull λ̂ down whatever the sampler)
+            moved = dataclasses.replace(base, sampler=m.sampler)
+            budget = dataclasses.replace(
+                search, lr=m.lr, max_steps=m.max_steps, max_draws=m.max_draws, max_rhat=m.max_rhat
+            )
+            for gamma, factor in group:
+                plateau = _walk(estimate, moved, budget, gamma, factor, nbeta, rows)
+                if plateau is not None:
+                    # The SMALLER step of the pair: the estimates run these chains up to 10× longer
+                    # than the search did, and a step near its stability edge, stable there, can
+                    # diverge as they spread along the symmetries (measured: a depth-5 network)
+                    above, below = plateau
+                    how = f"{m.sampler}: no usable {base.sampler} step at γ={weak[0][0]:g}"
+                    why = f"λ̂ at ε={below['lr']:g} agrees with ε={above['lr']:g} ({how}): the smaller"
+                    return rows, _choice(below, budget, moved, True, why)
         for gamma, factor in group:
             # No plateau within the budget: the weakest γ with usable chains, its smallest usable
-            # step (the least discretization bias); a stronger γ pulls λ̂ down whatever ε.
-            walked = [r for r in rows if (r["localization"], r["nbeta_factor"]) == (gamma, factor)]
+            # step (the least discretization bias); a stronger γ pulls λ̂ down whatever ε. (The
+            # preset's sampler's rows: the momentum walk's smallest steps are no safer a fallback.)
+            walked = [r for r in rows if _at(r, gamma, factor, base.sampler)]
             smallest = min((r for r in walked if r["usable"]), key=lambda r: r["lr"], default=None)
             if smallest is not None:
                 why = f"no two neighbouring steps agree at γ={gamma:g}: its smallest usable step{note}"
                 return rows, _choice(smallest, search, base, False, why)
     keep = {
+        "sampler": base.sampler,
         "lr": base.lr,
         "localization": base.localization,
         "nbeta": base.nbeta,
@@ -127,6 +167,10 @@ def search(
     return rows, keep
 
 
+def _at(row: dict, gamma: float, factor: float, sampler: str) -> bool:
+    return (row["localization"], row["nbeta_factor"], row["sampler"]) == (gamma, factor, sampler)
+
+
 def _walk(
     estimate: Callable[[Settings], dict],
     base: Settings,
@@ -135,9 +179,9 @@ def _walk(
     factor: float,
     nbeta: float,
     rows: list[dict],
-) -> tuple[dict, float] | None:
+) -> tuple[dict, dict] | None:
     """Walk ε down the ladder at localization `gamma` and nβ `factor`·`nbeta`, appending each
-    step's row to `rows`; (the larger step's row, the smaller ε) of the first agreeing usable pair,
+    step's row to `rows`; the rows (larger step, smaller step) of the first agreeing usable pair,
     else None."""
     above: dict | None = None  # the estimate at the next larger step
     for lr in sorted(search.lr, reverse=True):
@@ -147,18 +191,20 @@ def _walk(
         at = dataclasses.replace(
             base, lr=lr, localization=gamma, nbeta=factor * nbeta, num_draws=draws, num_burnin_steps=burnin
         )
-        row = {"lr": lr, "localization": gamma, "nbeta_factor": factor, "burnin": burnin, "draws": draws}
+        row = {"sampler": base.sampler, "lr": lr, "localization": gamma, "nbeta_factor": factor}
+        row |= {"burnin": burnin, "draws": draws}
         row |= estimate(at)
         row["usable"] = usable(row, search.max_rhat)
         rows.append(row)
         if row["usable"] and above is not None and above["usable"] and agree(above, row, search.plateau):
-            return above, lr
+            return above, row
         above = row
     return None
 
 
 def _choice(row: dict, search: Search, base: Settings, plateau: bool, reason: str) -> dict:
     return {
+        "sampler": base.sampler,
         "lr": float(row["lr"]),
         "localization": float(row["localization"]),
         # null, as in the preset, when the preset's batch/log batch is kept: the record says so
@@ -175,9 +221,10 @@ def _choice(row: dict, search: Search, base: Settings, plateau: bool, reason: st
 
 
 def apply(base: Settings, choice: dict) -> Settings:
-    """The preset's settings with the chosen step size, localization, nβ and draws."""
+    """The preset's settings with the chosen sampler, step size, localization, nβ and draws."""
     return dataclasses.replace(
         base,
+        sampler=str(choice.get("sampler", base.sampler)),  # (choices recorded before it: the preset's)
         lr=float(choice["lr"]),
         localization=float(choice["localization"]),
         nbeta=None if choice["nbeta"] is None else float(choice["nbeta"]),

@@ -138,6 +138,24 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Momentum:
+    """The search's second walk (`Search.momentum`): where SGLD finds no two agreeing steps at any
+    γ of at most `max_prior`·nβ, has no usable step at all at the weakest of them, and the gradients
+    are exact (one batch holds the whole training set), those γ walked again with `sampler`
+    (Langevin with momentum: it relaxes in 2/√(εγ) steps, not 2/(εγ), so it reaches the small steps
+    large models need within the budget) on its own ladder `lr`, at most `max_steps` steps per chain,
+    chains usable up to R-hat `max_rhat`, the estimates' draws up to `max_draws`. Minibatch gradients
+    never get it: momentum heats their noise 1/√(εγ)-fold (`pipeline.slt.sgld.Underdamped`).
+    `sampler: null` turns it off."""
+
+    sampler: str | None = "underdamped"
+    lr: tuple[float, ...] = (1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    max_steps: int = 40000
+    max_draws: int = 40000
+    max_rhat: float = 1.1
+
+
+@dataclass(frozen=True)
 class Search:
     """The automatic calibration (`llc.calibration`, `pipeline.slt.calibration`): on one checkpoint,
     for each localization γ and nβ factor in turn (the order given is the order of preference), SGLD
@@ -149,7 +167,8 @@ class Search:
     walked first; without a plateau among them, the first of them with a usable step gives its
     smallest usable step (`plateau: false`); the others are walked only when none of those has one.
     The estimates' draws are then sized for the ESS bound (`min_ess_per_chain` per chain) with a
-    margin of `margin`, between the preset's `num_draws` and `max_draws`."""
+    margin of `margin`, between the preset's `num_draws` and `max_draws`. Without a plateau among
+    the weak γ and with exact gradients, `momentum` walks them again before any fallback."""
 
     enabled: bool = False
     step: int | None = field(default=None, metadata={"example": "3000"})
@@ -164,6 +183,7 @@ class Search:
     plateau: float = 0.1
     margin: float = 3.0
     max_draws: int = 4000
+    momentum: Momentum = field(default_factory=Momentum)
 
     @classmethod
     def of(cls, values: Mapping | Search | None) -> Search:
@@ -171,4 +191,5 @@ class Search:
         as_tuple = {
             k: tuple(float(v) for v in getattr(found, k)) for k in ("lr", "localization", "nbeta_factor")
         }
-        return dataclasses.replace(found, **as_tuple)
+        momentum = dataclasses.replace(found.momentum, lr=tuple(float(v) for v in found.momentum.lr))
+        return dataclasses.replace(found, **as_tuple, momentum=momentum)

@@ -208,30 +208,44 @@ def sample(
     `member_losses(model, batch)` gives the members' losses on one batch, shape (members,). `seed`
     is devinterp's: an int seeds the chains through a SeedSequence, a list gives each chain its
     seed. `on_draw(model, draw, chain, losses)` is called after each draw's step. `reference`:
-    devinterp's own step instead of `SGLD`'s (the same numbers, slower)."""
+    devinterp's own step instead of `SGLD`'s (the same numbers, slower). Once every member's loss
+    is non-finite the run stops, the draws not taken NaN (a diverged chain stays diverged)."""
     from devinterp.slt.sampler import sample as devinterp_sample
 
     trace = torch.zeros(members, chains.chains, chains.draws, device=device)
+    following = [0, 0]  # the (chain, draw) recorded next
 
     def evaluate(m: nn.Module, batch) -> dict:
         per = member_losses(m, batch)
+        if not torch.isfinite(per).any():
+            raise _AllDiverged  # every member failed: the rest of the run cannot change that
         return {"loss": per.sum(), "per_member": per.detach()}
 
     def record(draw: int, chain: int, results: dict, model: nn.Module, **_) -> None:
         trace[:, chain, draw] = results["per_member"]
+        following[:] = [chain, draw + 1]
         if on_draw is not None:
             on_draw(model, draw, chain, results["per_member"])
 
-    with quiet_devinterp():
-        devinterp_sample(
-            model,
-            loader,
-            callbacks=[record],
-            evaluate=evaluate,
-            **devinterp_arguments(chains, reference),
-            init_loss=1.0,  # unused: λ is computed from the trace; non-zero so devinterp skips its own
-            seed=list(seed) if not isinstance(seed, int) else seed,
-            device=device,
-            verbose=False,
-        )
+    try:
+        with quiet_devinterp():
+            devinterp_sample(
+                model,
+                loader,
+                callbacks=[record],
+                evaluate=evaluate,
+                **devinterp_arguments(chains, reference),
+                init_loss=1.0,  # unused: λ is computed from the trace; non-zero so devinterp skips its own
+                seed=list(seed) if not isinstance(seed, int) else seed,
+                device=device,
+                verbose=False,
+            )
+    except _AllDiverged:  # what was not recorded is NaN, from where the divergence was seen
+        chain, draw = following
+        trace[:, chain, draw:] = float("nan")
+        trace[:, chain + 1 :] = float("nan")
     return trace
+
+
+class _AllDiverged(Exception):
+    """Every member's loss is non-finite: `sample` stops (a diverged member stays diverged)."""

@@ -73,14 +73,17 @@ def overrides(row: pd.Series | None, nbeta_was_null: bool) -> str:
     return f"llc.lr={row['lr']:g} llc.localization={row['localization']:g} llc.nbeta={nbeta}"
 
 
-def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path) -> None:
-    """Trace plots for one nβ factor: rows localization, columns step size; flagged panels in red."""
+def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path, sampler: str = "sgld") -> None:
+    """Trace plots for one nβ factor and sampler: rows localization, columns step size; flagged
+    panels in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sub = table[table["nbeta_factor"] == factor]
+    if "sampler" in sub:
+        sub = sub[sub["sampler"] == sampler]
     lrs, gammas = sorted(sub["lr"].unique()), sorted(sub["localization"].unique())
     fig, axes = plt.subplots(
         len(gammas), len(lrs), figsize=(3.2 * len(lrs), 2.4 * len(gammas)), squeeze=False, sharex=True
@@ -113,7 +116,8 @@ def plot(table: pd.DataFrame, traces: pd.DataFrame, factor: float, path: Path) -
     for ax in axes[:, 0]:
         ax.set_ylabel("loss", fontsize=8)
     nbeta = sub["nbeta"].iloc[0]
-    fig.suptitle(f"SGLD loss traces, nβ = {nbeta:.4g} ({factor:g} × default); dashed: L(w_t)", fontsize=9)
+    title = f"{sampler} loss traces, nβ = {nbeta:.4g} ({factor:g} × default); dashed: L(w_t)"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -173,7 +177,7 @@ def run(ctx: Context, members: list[Member]) -> dict:
     tracker.log_table(run_id, trace_table, names.CALIBRATION_TRACES)
     with tempfile.TemporaryDirectory() as tmp:
         for factor in sorted(table["nbeta_factor"].unique()):
-            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png")
+            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png", cfg.llc.sampler)
         tracker.log_dir(run_id, Path(tmp), names.CALIBRATION)
     chosen = overrides(best, cfg.llc.nbeta is None)
     result = {
@@ -261,14 +265,16 @@ def _search(ctx, member, kept, data, model, task, base: Settings, search: Search
     batched = llc.method_for(cfg.llc.get("method", "batched"), task) == "batched"
     estimate = estimator(model, state, data, step, cfg.device, task, batched)
     base = dataclasses.replace(base, seed=int(member.cfg.llc.seed))
-    rows, choice = calibration.search(estimate, base, search, llc.nbeta(base.nbeta, data.batch_size))
+    nb = llc.nbeta(base.nbeta, data.batch_size)
+    rows, choice = calibration.search(estimate, base, search, nb, exact=data.full_batch)
     choice |= {"step": step, "chains": base.num_chains, "seconds": sum(r["seconds"] for r in rows)}
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "trace"} for r in rows])
     table.insert(0, "setting", range(len(table)))
     table["step"] = step
     if rows:
         chosen = (table["lr"] == choice["lr"]) & (table["localization"] == choice["localization"])
-        table["chosen"] = chosen & (table["nbeta_factor"] == choice["nbeta_factor"]) & choice["searched"]
+        chosen &= (table["nbeta_factor"] == choice["nbeta_factor"]) & (table["sampler"] == choice["sampler"])
+        table["chosen"] = chosen & choice["searched"]
     traces = [llc.trace_table(r["trace"], setting=k) for k, r in enumerate(rows) if r["trace"] is not None]
     trace_table = (
         pd.concat(traces, ignore_index=True)
@@ -278,8 +284,10 @@ def _search(ctx, member, kept, data, model, task, base: Settings, search: Search
     tracker.log_table(member.run_id, table, names.LLC_CALIBRATION)
     tracker.log_table(member.run_id, trace_table, names.LLC_CALIBRATION_TRACES)
     with tempfile.TemporaryDirectory() as tmp:
-        for factor in sorted(table["nbeta_factor"].unique()) if rows else []:
-            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}.png")
+        for (factor, sampler), _ in table.groupby(["nbeta_factor", "sampler"]) if rows else []:
+            # the preset's sampler keeps its name; the momentum walk's grid gets its own
+            tail = "" if sampler == base.sampler else f"_{sampler}"
+            plot(table, trace_table, factor, Path(tmp) / f"traces_nbeta_x{factor:g}{tail}.png", sampler)
         tracker.log_dir(member.run_id, Path(tmp), names.LLC_CALIBRATION)
     found = {"key": key, "choice": choice, "search": dataclasses.asdict(search), "tried": len(table)}
     tracker.log_json(member.run_id, found, names.LLC_CALIBRATION)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.slt import calibration, llc
-from pipeline.slt.settings import Diagnostics, Search, Settings
+from pipeline.slt.settings import Diagnostics, Momentum, Search, Settings
 
 
 def row(
@@ -214,3 +214,122 @@ def test_lambda_final_carries_its_monte_carlo_error() -> None:
     )
     s = llc.summarize(table, last=2)
     assert s["lambda_final"] == 2.5 and s["lambda_final_mcse"] == pytest.approx(0.25)  # √(0.09+0.16)/2
+
+
+def by_sampler(table: dict[tuple[str, float, float], dict]):
+    """An estimator that answers from `table` by (sampler, ε, γ), recording what it was asked."""
+    asked: list[Settings] = []
+
+    def estimate(at: Settings) -> dict:
+        asked.append(at)
+        return dict(table[(at.sampler, at.lr, at.localization)], nbeta=at.nbeta)
+
+    return estimate, asked
+
+
+def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the_momentum_walk() -> None:
+    # SGLD: every step its budget allows diverges at γ = 10; at γ = 100 λ̂ still falls with ε (no
+    # plateau). The momentum walk, on its own ladder, finds one at γ = 10 below SGLD's steps, its
+    # chains judged by its own R-hat bound (1.07 passes its 1.1, not the search's 1.05).
+    diverged = row(np.nan, status="failed: NaN detected in loss at chain 0, draw 0")
+    table = {("sgld", lr, 10.0): diverged for lr in (1e-4, 1e-3, 1e-2)}
+    table |= {("sgld", lr, 100.0): row(v) for lr, v in {1e-2: 8.1, 1e-3: 2.7, 1e-4: 0.9}.items()}
+    momentum = {1e-2: 9.0, 1e-3: 4.0, 1e-4: 1.05, 1e-5: 1.0, 1e-6: 0.98}
+    table |= {
+        ("underdamped", lr, g): row(v, ess=100.0, rhat=1.07)
+        for g in (10.0, 100.0)
+        for lr, v in momentum.items()
+    }
+    search = dataclasses.replace(
+        LADDER,
+        lr=(1e-4, 1e-3, 1e-2),
+        max_steps=20_000,
+        momentum=Momentum(lr=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), max_steps=40_000, max_draws=10_000),
+    )
+    estimate, asked = by_sampler(table)
+    rows, choice = calibration.search(estimate, BASE, search, nbeta=NBETA, exact=True)
+    # ... and of the agreeing pair, the smaller step (the estimates run its chains longer still)
+    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
+        "underdamped",
+        1e-5,
+        10.0,
+        True,
+    )
+    assert choice["reason"] == (
+        "λ̂ at ε=1e-05 agrees with ε=0.0001 (underdamped: no usable sgld step at γ=10): the smaller"
+    )
+    # SGLD's whole walk first (both γ), then the momentum walk, timed by 2/√(εγ): 3 × 2/√1e-4 = 600
+    # at ε = 1e-5, γ = 10 (SGLD's 2/(εγ) would need 60 000, past any budget here).
+    assert [(a.sampler, a.localization) for a in asked[:6]] == [("sgld", 10.0)] * 3 + [("sgld", 100.0)] * 3
+    assert [(a.sampler, a.lr, a.num_burnin_steps) for a in asked[6:]] == [
+        ("underdamped", 1e-2, 50),  # (the preset's 50 at least)
+        ("underdamped", 1e-3, 60),
+        ("underdamped", 1e-4, 190),
+        ("underdamped", 1e-5, 600),
+    ]
+    assert [r["sampler"] for r in rows] == [a.sampler for a in asked]
+    # ESS 100 from 4 × 600 draws: 1/24 per draw; 300 per chain needs 7200, within its max_draws
+    assert choice["num_draws"] == 7200
+    chosen = calibration.apply(BASE, choice)
+    assert (chosen.sampler, chosen.lr, chosen.localization, chosen.num_burnin_steps) == (
+        "underdamped",
+        1e-5,
+        10.0,
+        600,
+    )
+
+    # Minibatch gradients (momentum would heat their noise), or the walk turned off: SGLD's
+    # smallest usable step at the weakest γ it can sample, as without it.
+    for exact, off in ((False, search), (True, dataclasses.replace(search, momentum=Momentum(sampler=None)))):
+        estimate, asked = by_sampler(table)
+        _, choice = calibration.search(estimate, BASE, off, nbeta=NBETA, exact=exact)
+        assert {a.sampler for a in asked} == {"sgld"}
+        assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
+            "sgld",
+            1e-4,
+            100.0,
+            False,
+        )
+
+
+def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to_its_fallback() -> None:
+    search = dataclasses.replace(
+        LADDER, lr=(1e-4, 1e-3, 1e-2), max_steps=20_000, momentum=Momentum(lr=(1e-4, 1e-3, 1e-2))
+    )
+    sgld = {("sgld", lr, 10.0): row(v) for lr, v in {1e-2: 3.0, 1e-3: 1.0, 1e-4: 0.3}.items()}
+    sgld |= {("sgld", lr, 100.0): row(v) for lr, v in {1e-2: 2.0, 1e-3: 0.7, 1e-4: 0.2}.items()}
+    momentum = {("underdamped", lr, g): row(0.5) for lr in (1e-4, 1e-3, 1e-2) for g in (10.0, 100.0)}
+    # An SGLD plateau is the choice, whatever the gradients.
+    plateau = sgld | {("sgld", 1e-4, 10.0): row(0.98)}
+    estimate, asked = by_sampler(plateau | momentum)
+    _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
+    assert {a.sampler for a in asked} == {"sgld"} and choice["sampler"] == "sgld" and choice["plateau"]
+    # SGLD samples the weakest γ, without a plateau: its smallest step there, no momentum walk
+    # (its λ̂ would be another sampler's answer to a question SGLD's chains can answer).
+    estimate, asked = by_sampler(sgld | momentum)
+    _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
+    assert {a.sampler for a in asked} == {"sgld"}
+    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
+        "sgld",
+        1e-4,
+        10.0,
+        False,
+    )
+    # SGLD diverges at the weakest γ and the momentum walk finds no plateau either: SGLD's
+    # smallest usable step at the next γ, not the momentum walk's.
+    diverged = row(np.nan, status="failed: NaN detected in loss at chain 0, draw 0")
+    table = sgld | {k: diverged for k in sgld if k[2] == 10.0}
+    table |= {
+        ("underdamped", lr, g): row(v)
+        for lr, v in {1e-2: 5.0, 1e-3: 2.0, 1e-4: 0.7}.items()
+        for g in (10.0, 100.0)
+    }
+    estimate, asked = by_sampler(table)
+    _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
+    assert [a.sampler for a in asked] == ["sgld"] * 6 + ["underdamped"] * 6
+    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
+        "sgld",
+        1e-4,
+        100.0,
+        False,
+    )

@@ -329,7 +329,8 @@ def calibrated_estimate(
         def at(settings: Settings) -> dict:
             return estimate(model, data, settings, step=1, device="cpu", evaluate=evaluate)
 
-    _, choice = calibration.search(at, base, search, llc.nbeta(base.nbeta, data.batch_size))
+    nb = llc.nbeta(base.nbeta, data.batch_size)
+    _, choice = calibration.search(at, base, search, nb, exact=data.full_batch)
     row = at(calibration.apply(base, choice))
     return row, choice, time.perf_counter() - t0
 
@@ -372,29 +373,30 @@ class QuasiHomogeneous(torch.nn.Module):
 
 # The six exact 2-D RLCTs of Sergeant-Perthuis, Tsigaridas & Tsukahara's Table 1 (0.75 ... 0.024,
 # devinterp's SGLD 10-75 % low there at γ = 1, ε = 1e-5, 5 chains x 10 000 steps), on potentials of
-# ours with those λ: (a, b) -> 1/(2a) + 1/(2b). `trusted`: what docs/trustworthy-numbers.md says
-# of the calibrated preset at that λ. Measured here (seed 0): +7.9 %, +2.9 %, −5.4 %; then for
-# 0.107 the one usable step of the search diverges in the longer estimate (failed, recorded), and
-# 0.05 and 0.024 come out −100 %: no chain is usable at γ ≤ nβ/10, and a stronger γ holds them at
-# w* = 0 (the choice's reason says "γ above nβ·max_prior").
+# ours with those λ: (a, b) -> 1/(2a) + 1/(2b). `trust`: what docs/trustworthy-numbers.md says of
+# the calibrated preset at that λ. Measured here (seed 0): +7.9 %, +2.9 %, −5.4 % (trusted: 10 %);
+# then 0.107 −12.3 % (SGLD has no usable step at γ = 1, so the momentum walk: its bias reported,
+# held to 25 %; before it, the one usable SGLD step diverged in the longer estimate), and 0.05 and
+# 0.024 come out −100 %: no chain is usable at γ ≤ nβ/10, and a stronger γ holds them at w* = 0
+# (the choice's reason says "γ above nβ·max_prior").
 RLCT_2D = [
-    ((1, 2), True),
-    ((4, 4), True),
-    ((4, 8), True),
-    ((7, 14), False),
-    ((15, 30), False),
-    ((28, 84), False),
+    ((1, 2), "trusted"),
+    ((4, 4), "trusted"),
+    ((4, 8), "trusted"),
+    ((7, 14), "biased"),
+    ((15, 30), "untrusted"),
+    ((28, 84), "untrusted"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("powers", "trusted"), RLCT_2D)
-def test_the_calibrated_preset_on_exact_2d_rlcts(powers: tuple[int, int], trusted: bool) -> None:
+@pytest.mark.parametrize(("powers", "trust"), RLCT_2D)
+def test_the_calibrated_preset_on_exact_2d_rlcts(powers: tuple[int, int], trust: str) -> None:
     """The calibrated preset end to end (search, then the estimate) on K = w_1^(2a) + w_2^(2b),
-    n = 1000 in one batch (nβ = 144.8). Where the docs trust it (λ ≥ 0.19), within 10 % of λ;
-    below, the docs say it cannot be trusted, and this test holds them to it (the estimate fails
-    or is more than half low): an estimator that gets better there fails here, so that the docs'
-    bound moves with it."""
+    n = 1000 in one batch (nβ = 144.8). Where the docs trust it (λ ≥ 0.19), within 10 % of λ; at
+    0.107 the bias the docs report, within 25 %; below, the docs say it cannot be trusted, and this
+    test holds them to it (the estimate fails or is more than half low): an estimator that gets
+    better there fails here, so that the docs' bound moves with it."""
     a, b = powers
     truth = 1 / (2 * a) + 1 / (2 * b)
     x = torch.zeros(N_SAMPLES, 1)
@@ -405,8 +407,10 @@ def test_the_calibrated_preset_on_exact_2d_rlcts(powers: tuple[int, int], truste
         f"(MCSE), error {100 * error:+.1f} %, {row['status']}; chose ε={choice['lr']:g} "
         f"γ={choice['localization']:g}: {choice['reason']} ({took:.0f} s)"
     )
-    if trusted:
+    if trust == "trusted":
         assert row["status"] == "ok" and abs(error) <= 0.10
+    elif trust == "biased":
+        assert row["status"] == "ok" and abs(error) <= 0.25
     else:
         assert row["status"] != "ok" or error < -0.5
 
@@ -488,17 +492,26 @@ def teacher_data(net: torch.nn.Sequential, seed: int = 0) -> Data:
     return Data("deep-linear", r, y, r[:1], y[:1], num_classes=y.shape[1], batch_size=len(r))
 
 
+# The depth-6 network is the open part: γ = 10 holds its deepest directions (−8 to −9 % at every
+# step), and the search's draw decides the rest: −8.9 %, −9.3 %, −12.9 % at seeds 0, 1, 2. Its
+# bound is that measured gap, said in docs/trustworthy-numbers.md#deep-linear-networks, not 10 %.
+DLN_BOUNDS = [(w, r, 0.15 if len(w) == 7 else 0.10) for w, r in DLN_1E3 + DLN_1E4 + DLN_1E5]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("widths", "r"), DLN_1E3)
-def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int) -> None:
-    """Deep linear networks of 400-910 parameters, depth 3 to 6, against Aoyagi's (2024) λ: the
-    calibrated preset as it is (its search, then the estimate, through the sampler core). It is not
-    within 10 % there yet, and the docs say so (docs/trustworthy-numbers.md): no two neighbouring
-    steps agree within its budget (at nβ = 8686 the ε that settles DLN estimates, ε·nβ ≈ 0.01, needs
-    ~10⁵ steps per chain), so it falls back to its smallest usable step, and its choice says that it
-    found no plateau, which is what this test holds it to: a search that finds one here fails it, so
-    that the docs move with it. Measured (seed 0, 22-28 s each): 79.8 for 84 (−5.0 %), 42.4 for
-    38.5 (+10.0 %), 64.2 for 49.5 (+29.6 %), 56.9 for 22 (+158 %; γ = 1000, above the cap)."""
+@pytest.mark.parametrize(
+    ("widths", "r", "bound"), DLN_BOUNDS, ids=lambda v: "-".join(map(str, v)) if isinstance(v, list) else None
+)
+def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int, bound: float) -> None:
+    """Deep linear networks of depth 3 to 6 at about 10³, 10⁴ and 10⁵ parameters, against Aoyagi's
+    (2024) λ: the calibrated preset as it is, no per-case setting (its search, then the estimate,
+    through the sampler core), within 10 % (the depth-6 one: 15 %, above). SGLD diverges at every
+    step its budget allows at γ = 1 and 10 and finds no plateau at γ = 100, so the search walks the
+    weak γ again with the underdamped sampler (the data are one full batch: exact gradients), and
+    its plateau is the choice (docs/trustworthy-numbers.md#deep-linear-networks). Measured (seed 0,
+    two at a time): 79.59 for 84 (−5.3 %, 90 s), 36.34 for 38.5 (−5.6 %, 114 s), 47.58 for 49.5
+    (−3.9 %, 132 s), 20.04 for 22 (−8.9 %, 178 s); 632.2 for 647 (−2.3 %, 213 s), 680.4 for 726
+    (−6.3 %, about 5 min); 49.66 for 50 (−0.7 %, 577 s)."""
     net = deep_linear(widths, r)
     truth = aoyagi_deep(widths, r)
     row, choice, took = calibrated_estimate(net, teacher_data(net), task=SumOfSquares(), nbeta=DLN_NBETA)
@@ -506,11 +519,12 @@ def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int
     print(
         f"\nDLN {widths} r={r} ({sum(p.numel() for p in net.parameters())} parameters): λ = {truth:g}, "
         f"λ̂ = {row['llc']:.4g} ± {row['llc_mcse']:.2g} (MCSE), error {100 * error:+.1f} %, R-hat "
-        f"{row['rhat']:.3f}, {row['status']}; chose ε={choice['lr']:g} γ={choice['localization']:g}: "
-        f"{choice['reason']} ({took:.0f} s)"
+        f"{row['rhat']:.3f}, {row['status']}; chose {choice['sampler']} ε={choice['lr']:g} "
+        f"γ={choice['localization']:g}: {choice['reason']} ({took:.0f} s)"
     )
-    assert row["status"] == "ok"
-    assert not choice["plateau"] and "no two neighbouring steps agree" in choice["reason"]
+    assert row["status"] == "ok" and not row["nonstationary"]
+    assert choice["plateau"] and choice["sampler"] == "underdamped"
+    assert abs(error) <= bound
 
 
 def sampler_core_on_teacher(widths: Sequence[int], r: int, **settings) -> tuple[dict, float]:
@@ -548,36 +562,4 @@ def test_the_sampler_core_on_deep_linear_networks_with_long_chains(widths: list[
     row, truth = sampler_core_on_teacher(
         widths, r, lr=1e-6, localization=10.0, num_burnin_steps=30_000, num_draws=20_000
     )
-    assert abs(row["llc"] - truth) <= 0.10 * truth
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("widths", "r", "localization", "burnin"),
-    [(w, r, 10.0, 20_000) for w, r in DLN_1E4] + [(w, r, 100.0, 10_000) for w, r in DLN_1E5],
-    ids=lambda v: "-".join(map(str, v)) if isinstance(v, list) else None,
-)
-def test_the_underdamped_sampler_on_deep_linear_networks_at_10e4_and_10e5_parameters(
-    widths: list[int], r: int, localization: float, burnin: int
-) -> None:
-    """Where SGLD does not get there (docs/trustworthy-numbers.md#deep-linear-networks: its step's
-    bias grows as its chains spread along the layers' symmetries, and it relaxes in 2/(εγ) steps),
-    the sampler core with `llc.sampler=underdamped` (Langevin with momentum, BAOAB, time step √ε,
-    relaxing in about 2/√(εγ)) at ε = 9e-8 (h = 3·10⁻⁴), 4 chains of `burnin` steps and as many
-    draws, within 10 % of Aoyagi's λ: γ = 10 at 10⁴ parameters; at 10⁵ (two 300-wide layers held by
-    the prior alone) γ = 10 lets the chains spread until they diverge (measured: NaN within 4·10⁴
-    steps), so γ = 100 there. Measured (seed 0): 632.3 for 647 (−2.3 %), 684.4 for 726 (−5.7 %),
-    63-65 s; 49.65 for 50 (−0.7 %), 78 s; R-hat 1.022-1.046. (At 10³ parameters the SGLD test above
-    covers the same networks; this sampler gives −4.5 to −5.4 % there and −9.5 % on the depth-6 one,
-    whose deepest directions γ = 10 holds: too near the bound for a test.)"""
-    row, truth = sampler_core_on_teacher(
-        widths,
-        r,
-        lr=9e-8,
-        localization=localization,
-        num_burnin_steps=burnin,
-        num_draws=burnin,
-        sampler="underdamped",
-    )
-    assert not row["nonstationary"]
     assert abs(row["llc"] - truth) <= 0.10 * truth

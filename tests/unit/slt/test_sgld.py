@@ -65,6 +65,33 @@ def test_the_core_samples_as_devinterps_sampler() -> None:
     assert ours.shape == (1, 2, 15) and torch.equal(ours, reference)
 
 
+def test_the_core_stops_once_every_member_has_diverged() -> None:
+    """Members of a stack are independent: one diverging leaves the others sampling; once all have
+    (a diverged chain stays so) the run stops, the draws it did not take NaN from there on."""
+    x = torch.randn(64, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x), batch_size=64)
+    chains = Chains(lr=1e-3, localization=1.0, nbeta=10.0, chains=2, draws=50, burnin=10)
+
+    def run(curvature: list[float]) -> tuple[torch.Tensor, int]:
+        kappa, drawn = torch.tensor(curvature), []
+        model = nn.Linear(1, 2, bias=False)  # one weight per member: L = ½κw²
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+
+        def losses(m, batch):
+            return 0.5 * kappa * m.weight.reshape(2) ** 2
+
+        trace = sgld.sample(model, loader, losses, 2, chains, 0, "cpu", on_draw=lambda *_: drawn.append(1))
+        return trace, len(drawn)
+
+    # ε·nβ·κ = 1e4 ≫ 4: a member with κ = 1e6 diverges within a few steps; κ = 1 samples on
+    trace, drawn = run([1.0, 1e6])
+    assert torch.isfinite(trace[0]).all() and not torch.isfinite(trace[1]).any()
+    assert drawn == 2 * 50  # one member still finite: every draw of both chains
+    trace, drawn = run([1e6, 1e6])
+    assert drawn == 0 and torch.isnan(trace).all()  # stopped in the first chain's burn-in
+
+
 class Quadratic(nn.Module):
     """L(w) = ½ Σ κ_i w_i² (its output, no data), with w starting at 0."""
 

@@ -96,6 +96,9 @@ def test_batched_seeds_share_the_first_seeds_calibration(tiny_cfg) -> None:
         (["llc.calibration.localization=[0,10]"], "every value must be > 0"),
         (["llc.calibration.max_prior=0"], "max_prior=0 must be a number > 0"),
         (["llc.calibration.max_prior=a"], "max_prior=a must be a number > 0"),
+        (["llc.calibration.momentum.sampler=hmc"], "momentum.sampler=hmc: choose underdamped"),
+        (["llc.calibration.momentum.lr=[1e-6,1e-7]"], "momentum.lr=.*smallest first"),
+        (["llc.calibration.momentum.max_steps=2"], "momentum.max_steps=2 must be ≥ 4"),
     ],
 )
 def test_calibration_settings_are_checked(tiny_cfg, extra: list[str], message: str) -> None:
