@@ -168,7 +168,8 @@ class Search:
     smallest usable step (`plateau: false`); the others are walked only when none of those has one.
     The estimates' draws are then sized for the ESS bound (`min_ess_per_chain` per chain) with a
     margin of `margin`, between the preset's `num_draws` and `max_draws`. Without a plateau among
-    the weak γ and with exact gradients, `momentum` walks them again before any fallback."""
+    the weak γ, with no usable step at the weakest and exact gradients, `momentum` walks them again
+    before any fallback."""
 
     enabled: bool = False
     step: int | None = field(default=None, metadata={"example": "3000"})
