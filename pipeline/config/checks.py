@@ -294,6 +294,8 @@ def check_momentum(m: DictConfig | None) -> None:
                 f"llc.calibration.momentum.lr={values}: a non-empty list of step sizes > 0, smallest "
                 "first, e.g. [1e-8,1e-7,1e-6]"
             )
+    if "max_rhat" in m and not float(m.max_rhat) >= 1:
+        raise UserError(f"llc.calibration.momentum.max_rhat={m.max_rhat} must be ≥ 1 (R-hat is), e.g. 1.1")
     for key in ("max_steps", "max_draws"):
         if key in m and int(m[key]) < 4:
             raise UserError(

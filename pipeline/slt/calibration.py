@@ -32,9 +32,9 @@ Nothing usable anywhere: the preset's settings, said so in the choice.
 Momentum. SGLD relaxes along the directions only the localization curves in 2/(εγ) steps, so the
 budget bounds its smallest step: ε ≥ 2·relaxations·2/(γ·max_steps). Large models need smaller
 steps (the step's bias grows as the chains spread along the symmetries: deep linear networks of
-10⁴ parameters need ε ≈ 10⁻⁷ at nβ ≈ 9000, docs/trustworthy-numbers.md#deep-linear-networks).
-So when no weak γ gives SGLD a plateau, SGLD has no usable step at all at the weakest γ (every
-step its budget allows diverges there: it cannot sample that posterior) and the gradients are exact
+10⁴ parameters need ε of 1e-8 to 1e-7 at nβ ≈ 9000, docs/trustworthy-numbers.md#deep-linear-networks).
+So when no weak γ gives SGLD a plateau, SGLD has no usable step at all at the weakest γ (none its
+budget allows: on the deep linear networks every one diverges) and the gradients are exact
 (full batch: momentum would heat minibatch noise 1/√(εγ)-fold), the weak γ are walked again with
 `Search.momentum`'s sampler (underdamped Langevin, relaxing in 2/√(εγ) steps), its own ladder,
 budgets and R-hat bound; its first plateau is the choice. Where SGLD can sample the weakest γ, its
@@ -124,9 +124,14 @@ def search(
                 above, below = plateau
                 why = f"λ̂ at ε={above['lr']:g} agrees with ε={below['lr']:g}{note}"
                 return rows, _choice(above, search, base, True, why)
-        weakest = [r for r in rows if weak and _at(r, *weak[0], base.sampler)]
-        stuck = group is weak and bool(weakest) and not any(r["usable"] for r in weakest)
-        if stuck and exact and m.sampler is not None and m.sampler != base.sampler:
+        # (no row at all: the budget allowed SGLD no step there, which counts as none usable)
+        stuck = (
+            group is weak
+            and bool(weak)
+            and not any(r["usable"] for r in rows if _at(r, *weak[0], base.sampler))
+        )
+        walked_momentum = stuck and exact and m.sampler is not None and m.sampler != base.sampler
+        if walked_momentum:
             # No SGLD step its budget allows is usable at the weakest γ (on the deep linear networks:
             # all diverge): the momentum walk (the strong γ pull λ̂ down whatever the sampler)
             moved = dataclasses.replace(base, sampler=m.sampler)
@@ -136,9 +141,9 @@ def search(
             for gamma, factor in group:
                 plateau = _walk(estimate, moved, budget, gamma, factor, nbeta, rows)
                 if plateau is not None:
-                    # The SMALLER step of the pair: the estimates run these chains up to 10× longer
-                    # than the search did, and a step near its stability edge, stable there, can
-                    # diverge as they spread along the symmetries (measured: a depth-5 network)
+                    # The SMALLER step of the pair: the estimates run these chains far longer than
+                    # the search did (draws up to 40 000), and a step near its stability edge, stable
+                    # there, can diverge as they spread along the symmetries (measured: depth 5)
                     above, below = plateau
                     how = f"{m.sampler}: no usable {base.sampler} step at γ={weak[0][0]:g}"
                     why = f"λ̂ at ε={below['lr']:g} agrees with ε={above['lr']:g} ({how}): the smaller"
@@ -151,6 +156,8 @@ def search(
             smallest = min((r for r in walked if r["usable"]), key=lambda r: r["lr"], default=None)
             if smallest is not None:
                 why = f"no two neighbouring steps agree at γ={gamma:g}: its smallest usable step{note}"
+                if group is weak and walked_momentum:
+                    why += f"; the {m.sampler} walk found no plateau either"
                 return rows, _choice(smallest, search, base, False, why)
     keep = {
         "sampler": base.sampler,

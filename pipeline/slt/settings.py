@@ -192,5 +192,7 @@ class Search:
         as_tuple = {
             k: tuple(float(v) for v in getattr(found, k)) for k in ("lr", "localization", "nbeta_factor")
         }
-        momentum = dataclasses.replace(found.momentum, lr=tuple(float(v) for v in found.momentum.lr))
+        off = isinstance(values, Mapping) and "momentum" in values and values["momentum"] is None
+        momentum = Momentum(sampler=None) if off else found.momentum  # `momentum: null`: no second walk
+        momentum = dataclasses.replace(momentum, lr=tuple(float(v) for v in momentum.lr))
         return dataclasses.replace(found, **as_tuple, momentum=momentum)

@@ -209,7 +209,8 @@ def sample(
     is devinterp's: an int seeds the chains through a SeedSequence, a list gives each chain its
     seed. `on_draw(model, draw, chain, losses)` is called after each draw's step. `reference`:
     devinterp's own step instead of `SGLD`'s (the same numbers, slower). Once every member's loss
-    is non-finite the run stops, the draws not taken NaN (a diverged chain stays diverged)."""
+    is non-finite the run stops, the draws not taken NaN (a diverged chain stays diverged), unless
+    `on_draw` watches every draw."""
     from devinterp.slt.sampler import sample as devinterp_sample
 
     trace = torch.zeros(members, chains.chains, chains.draws, device=device)
@@ -217,7 +218,7 @@ def sample(
 
     def evaluate(m: nn.Module, batch) -> dict:
         per = member_losses(m, batch)
-        if not torch.isfinite(per).any():
+        if on_draw is None and not torch.isfinite(per).any():
             raise _AllDiverged  # every member failed: the rest of the run cannot change that
         return {"loss": per.sum(), "per_member": per.detach()}
 

@@ -226,7 +226,8 @@ def automatic(
     the members' training config (`hashes.calibration_hash`), else those the search
     (`pipeline.slt.calibration`) finds on the first member's checkpoint `llc.calibration.step`
     (default its last, `kept` being its checkpoints), recorded there: `llc_calibration.parquet` (every
-    setting tried), `llc_calibration_traces.parquet`, `llc_calibration/traces_nbeta_x<f>.png`,
+    setting tried), `llc_calibration_traces.parquet`, `llc_calibration/traces_nbeta_x<f>.png` (and
+    `..._underdamped.png` for the momentum walk's grid),
     `llc_calibration.json`. Every member gets tags `llc.calibration_key`, `llc.calibration` (the
     choice, JSON) and `llc.calibrated_from` (the run searched on)."""
     cfg, tracker = ctx.cfg, ctx.tracker

@@ -223,7 +223,8 @@ def all_failed(rows: list[dict], settings: Settings) -> str:
     first = str(rows[0]["status"]).removeprefix("failed: ")
     return (
         f"all {len(rows)} λ estimates failed (first, at step {int(rows[0]['step'])}: {first}): "
-        f"the SGLD chains diverge at llc.lr={settings.lr:g}: lower it, e.g. llc.lr={settings.lr / 100:g}, "
+        f"the {'SGLD' if settings.sampler == 'sgld' else settings.sampler} chains diverge at "
+        f"llc.lr={settings.lr:g}: lower it, e.g. llc.lr={settings.lr / 100:g}, "
         "or use llc=calibrated (its search picks a step that does not diverge)"
     )
 

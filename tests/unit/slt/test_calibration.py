@@ -333,3 +333,17 @@ def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to
         100.0,
         False,
     )
+
+
+def test_the_momentum_walk_runs_where_the_budget_allows_sgld_no_step_and_null_turns_it_off() -> None:
+    # γ = 1 with a budget of 8000: SGLD's step 1e-4 would need 60 000 steps there, so it runs none;
+    # that is no usable step, and the momentum walk (timed by 2/√(εγ): 1200) runs.
+    search = Search(enabled=True, lr=(1e-4,), localization=(1.0,), momentum=Momentum(lr=(1e-5, 1e-4)))
+    table = {("underdamped", 1e-4, 1.0): row(1.0), ("underdamped", 1e-5, 1.0): row(1.02)}
+    estimate, asked = by_sampler(table)
+    _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
+    assert [a.sampler for a in asked] == ["underdamped", "underdamped"]
+    assert (choice["sampler"], choice["lr"], choice["plateau"]) == ("underdamped", 1e-5, True)
+    # `momentum: null` in the config is `momentum.sampler: null`: no second walk
+    assert Search.of({"enabled": True, "momentum": None}).momentum.sampler is None
+    assert Search.of({"enabled": True}).momentum.sampler == "underdamped"

@@ -99,6 +99,7 @@ def test_batched_seeds_share_the_first_seeds_calibration(tiny_cfg) -> None:
         (["llc.calibration.momentum.sampler=hmc"], "momentum.sampler=hmc: choose underdamped"),
         (["llc.calibration.momentum.lr=[1e-6,1e-7]"], "momentum.lr=.*smallest first"),
         (["llc.calibration.momentum.max_steps=2"], "momentum.max_steps=2 must be ≥ 4"),
+        (["llc.calibration.momentum.max_rhat=0.9"], "momentum.max_rhat=0.9 must be ≥ 1"),
     ],
 )
 def test_calibration_settings_are_checked(tiny_cfg, extra: list[str], message: str) -> None:
