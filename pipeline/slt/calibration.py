@@ -124,30 +124,14 @@ def search(
                 above, below = plateau
                 why = f"λ̂ at ε={above['lr']:g} agrees with ε={below['lr']:g}{note}"
                 return rows, _choice(above, search, base, True, why)
-        # (no row at all: the budget allowed SGLD no step there, which counts as none usable)
-        stuck = (
-            group is weak
-            and bool(weak)
-            and not any(r["usable"] for r in rows if _at(r, *weak[0], base.sampler))
-        )
-        walked_momentum = stuck and exact and m.sampler is not None and m.sampler != base.sampler
+        # The momentum walk, on the weak γ only (the strong ones pull λ̂ down whatever the sampler);
+        # no row at the weakest γ: the budget allowed SGLD no step there, which counts as none usable
+        stuck = bool(weak) and not any(r["usable"] for r in rows if _at(r, *weak[0], base.sampler))
+        walked_momentum = group is weak and stuck and exact and m.sampler not in (None, base.sampler)
         if walked_momentum:
-            # No SGLD step its budget allows is usable at the weakest γ (on the deep linear networks:
-            # all diverge): the momentum walk (the strong γ pull λ̂ down whatever the sampler)
-            moved = dataclasses.replace(base, sampler=m.sampler)
-            budget = dataclasses.replace(
-                search, lr=m.lr, max_steps=m.max_steps, max_draws=m.max_draws, max_rhat=m.max_rhat
-            )
-            for gamma, factor in group:
-                plateau = _walk(estimate, moved, budget, gamma, factor, nbeta, rows)
-                if plateau is not None:
-                    # The SMALLER step of the pair: the estimates run these chains far longer than
-                    # the search did (draws up to 40 000), and a step near its stability edge, stable
-                    # there, can diverge as they spread along the symmetries (measured: depth 5)
-                    above, below = plateau
-                    how = f"{m.sampler}: no usable {base.sampler} step at γ={weak[0][0]:g}"
-                    why = f"λ̂ at ε={below['lr']:g} agrees with ε={above['lr']:g} ({how}): the smaller"
-                    return rows, _choice(below, budget, moved, True, why)
+            found = _momentum_walk(estimate, base, search, weak, nbeta, rows)
+            if found is not None:
+                return rows, found
         for gamma, factor in group:
             # No plateau within the budget: the weakest γ with usable chains, its smallest usable
             # step (the least discretization bias); a stronger γ pulls λ̂ down whatever ε. (The
@@ -156,7 +140,7 @@ def search(
             smallest = min((r for r in walked if r["usable"]), key=lambda r: r["lr"], default=None)
             if smallest is not None:
                 why = f"no two neighbouring steps agree at γ={gamma:g}: its smallest usable step{note}"
-                if group is weak and walked_momentum:
+                if walked_momentum:
                     why += f"; the {m.sampler} walk found no plateau either"
                 return rows, _choice(smallest, search, base, False, why)
     keep = {
@@ -172,6 +156,34 @@ def search(
         "searched": False,
     }
     return rows, keep
+
+
+def _momentum_walk(
+    estimate: Callable[[Settings], dict],
+    base: Settings,
+    search: Search,
+    weak: list[tuple[float, float]],
+    nbeta: float,
+    rows: list[dict],
+) -> dict | None:
+    """The weak γ walked with `search.momentum`'s sampler, ladder and budgets (module docstring),
+    rows appended to `rows`; the choice at its first plateau, else None."""
+    m = search.momentum
+    moved = dataclasses.replace(base, sampler=m.sampler)
+    budget = dataclasses.replace(
+        search, lr=m.lr, max_steps=m.max_steps, max_draws=m.max_draws, max_rhat=m.max_rhat
+    )
+    for gamma, factor in weak:
+        plateau = _walk(estimate, moved, budget, gamma, factor, nbeta, rows)
+        if plateau is not None:
+            # The SMALLER step of the pair: the estimates run these chains far longer than the
+            # search did (draws up to 40 000), and a step near its stability edge, stable there,
+            # can diverge as they spread along the symmetries (measured: depth 5)
+            above, below = plateau
+            how = f"{m.sampler}: no usable {base.sampler} step at γ={weak[0][0]:g}"
+            why = f"λ̂ at ε={below['lr']:g} agrees with ε={above['lr']:g} ({how}): the smaller"
+            return _choice(below, budget, moved, True, why)
+    return None
 
 
 def _at(row: dict, gamma: float, factor: float, sampler: str) -> bool:

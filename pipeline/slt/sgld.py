@@ -215,10 +215,15 @@ def sample(
 
     trace = torch.zeros(members, chains.chains, chains.draws, device=device)
     following = [0, 0]  # the (chain, draw) recorded next
+    # Reading the check back waits for the device: every step on the CPU (free there), every
+    # `_DIVERGENCE_STRIDE` steps on an accelerator, whose queue a per-step wait would stall.
+    stride = 1 if torch.device(device).type == "cpu" else _DIVERGENCE_STRIDE
+    steps = [0]  # (per chain: devinterp hands each chain its own copy of `evaluate`)
 
     def evaluate(m: nn.Module, batch) -> dict:
         per = member_losses(m, batch)
-        if on_draw is None and not torch.isfinite(per).any():
+        steps[0] += 1
+        if on_draw is None and steps[0] % stride == 0 and not torch.isfinite(per).any():
             raise _AllDiverged  # every member failed: the rest of the run cannot change that
         return {"loss": per.sum(), "per_member": per.detach()}
 
@@ -246,6 +251,9 @@ def sample(
         trace[:, chain, draw:] = float("nan")
         trace[:, chain + 1 :] = float("nan")
     return trace
+
+
+_DIVERGENCE_STRIDE = 64
 
 
 class _AllDiverged(Exception):

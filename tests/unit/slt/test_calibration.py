@@ -30,15 +30,22 @@ def row(
     }
 
 
-def fake(table: dict[tuple[float, float], dict]):
-    """An estimator that answers from `table` by (ε, γ), recording what it was asked."""
+def fake(table: dict[tuple, dict], by_sampler: bool = False):
+    """An estimator that answers from `table` by (ε, γ), or (sampler, ε, γ), recording what it was
+    asked."""
     asked: list[Settings] = []
 
     def estimate(at: Settings) -> dict:
         asked.append(at)
-        return dict(table[(at.lr, at.localization)], nbeta=at.nbeta)
+        key = (at.lr, at.localization)
+        return dict(table[(at.sampler, *key) if by_sampler else key], nbeta=at.nbeta)
 
     return estimate, asked
+
+
+def picked(choice: dict) -> tuple:
+    """What the search chose: (sampler, ε, γ, plateau)."""
+    return choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]
 
 
 BASE = Settings(lr=1e-4, localization=100.0, nbeta=None, num_chains=4, num_draws=100, num_burnin_steps=50)
@@ -216,17 +223,6 @@ def test_lambda_final_carries_its_monte_carlo_error() -> None:
     assert s["lambda_final"] == 2.5 and s["lambda_final_mcse"] == pytest.approx(0.25)  # √(0.09+0.16)/2
 
 
-def by_sampler(table: dict[tuple[str, float, float], dict]):
-    """An estimator that answers from `table` by (sampler, ε, γ), recording what it was asked."""
-    asked: list[Settings] = []
-
-    def estimate(at: Settings) -> dict:
-        asked.append(at)
-        return dict(table[(at.sampler, at.lr, at.localization)], nbeta=at.nbeta)
-
-    return estimate, asked
-
-
 def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the_momentum_walk() -> None:
     # SGLD: every step its budget allows diverges at γ = 10; at γ = 100 λ̂ still falls with ε (no
     # plateau). The momentum walk, on its own ladder, finds one at γ = 10 below SGLD's steps, its
@@ -246,15 +242,10 @@ def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the
         max_steps=20_000,
         momentum=Momentum(lr=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), max_steps=40_000, max_draws=10_000),
     )
-    estimate, asked = by_sampler(table)
+    estimate, asked = fake(table, by_sampler=True)
     rows, choice = calibration.search(estimate, BASE, search, nbeta=NBETA, exact=True)
     # ... and of the agreeing pair, the smaller step (the estimates run its chains longer still)
-    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
-        "underdamped",
-        1e-5,
-        10.0,
-        True,
-    )
+    assert picked(choice) == ("underdamped", 1e-5, 10.0, True)
     assert choice["reason"] == (
         "λ̂ at ε=1e-05 agrees with ε=0.0001 (underdamped: no usable sgld step at γ=10): the smaller"
     )
@@ -281,15 +272,10 @@ def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the
     # Minibatch gradients (momentum would heat their noise), or the walk turned off: SGLD's
     # smallest usable step at the weakest γ it can sample, as without it.
     for exact, off in ((False, search), (True, dataclasses.replace(search, momentum=Momentum(sampler=None)))):
-        estimate, asked = by_sampler(table)
+        estimate, asked = fake(table, by_sampler=True)
         _, choice = calibration.search(estimate, BASE, off, nbeta=NBETA, exact=exact)
         assert {a.sampler for a in asked} == {"sgld"}
-        assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
-            "sgld",
-            1e-4,
-            100.0,
-            False,
-        )
+        assert picked(choice) == ("sgld", 1e-4, 100.0, False)
 
 
 def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to_its_fallback() -> None:
@@ -301,20 +287,15 @@ def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to
     momentum = {("underdamped", lr, g): row(0.5) for lr in (1e-4, 1e-3, 1e-2) for g in (10.0, 100.0)}
     # An SGLD plateau is the choice, whatever the gradients.
     plateau = sgld | {("sgld", 1e-4, 10.0): row(0.98)}
-    estimate, asked = by_sampler(plateau | momentum)
+    estimate, asked = fake(plateau | momentum, by_sampler=True)
     _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
     assert {a.sampler for a in asked} == {"sgld"} and choice["sampler"] == "sgld" and choice["plateau"]
     # SGLD samples the weakest γ, without a plateau: its smallest step there, no momentum walk
     # (its λ̂ would be another sampler's answer to a question SGLD's chains can answer).
-    estimate, asked = by_sampler(sgld | momentum)
+    estimate, asked = fake(sgld | momentum, by_sampler=True)
     _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
     assert {a.sampler for a in asked} == {"sgld"}
-    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
-        "sgld",
-        1e-4,
-        10.0,
-        False,
-    )
+    assert picked(choice) == ("sgld", 1e-4, 10.0, False)
     # SGLD diverges at the weakest γ and the momentum walk finds no plateau either: SGLD's
     # smallest usable step at the next γ, not the momentum walk's.
     diverged = row(np.nan, status="failed: NaN detected in loss at chain 0, draw 0")
@@ -324,15 +305,10 @@ def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to
         for lr, v in {1e-2: 5.0, 1e-3: 2.0, 1e-4: 0.7}.items()
         for g in (10.0, 100.0)
     }
-    estimate, asked = by_sampler(table)
+    estimate, asked = fake(table, by_sampler=True)
     _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
     assert [a.sampler for a in asked] == ["sgld"] * 6 + ["underdamped"] * 6
-    assert (choice["sampler"], choice["lr"], choice["localization"], choice["plateau"]) == (
-        "sgld",
-        1e-4,
-        100.0,
-        False,
-    )
+    assert picked(choice) == ("sgld", 1e-4, 100.0, False)
 
 
 def test_the_momentum_walk_runs_where_the_budget_allows_sgld_no_step_and_null_turns_it_off() -> None:
@@ -340,7 +316,7 @@ def test_the_momentum_walk_runs_where_the_budget_allows_sgld_no_step_and_null_tu
     # that is no usable step, and the momentum walk (timed by 2/√(εγ): 1200) runs.
     search = Search(enabled=True, lr=(1e-4,), localization=(1.0,), momentum=Momentum(lr=(1e-5, 1e-4)))
     table = {("underdamped", 1e-4, 1.0): row(1.0), ("underdamped", 1e-5, 1.0): row(1.02)}
-    estimate, asked = by_sampler(table)
+    estimate, asked = fake(table, by_sampler=True)
     _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
     assert [a.sampler for a in asked] == ["underdamped", "underdamped"]
     assert (choice["sampler"], choice["lr"], choice["plateau"]) == ("underdamped", 1e-5, True)
