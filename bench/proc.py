@@ -127,11 +127,22 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return fields.get("RssAnon", 0) + fields.get("RssShmem", 0), fields.get("RssFile", 0)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
 def tree_memory_mb(root: int, include_root: bool = True) -> float:
     """Resident memory of `root` and its descendants together, now: their anonymous and shared
     memory summed, plus the largest file-backed part of any one of them (the processes map the
     same libraries, torch's ~600 MB among them, which are in memory once, not once per process)."""
-    pids = [p for p in ([root] if include_root else []) + _descendants(root) if p not in _GO_BETWEENS]
+    # A child forked (or vforked) but not yet exec'd is the root's own memory under another pid,
+    # sharing its pages: its command line is still the root's, and it is not counted
+    own = _cmdline(root)
+    kids = [p for p in _descendants(root) if p not in _GO_BETWEENS and _cmdline(p) != own]
+    pids = ([root] if include_root else []) + kids
     parts = [_memory_kb(p) for p in pids]
     return (sum(a for a, _ in parts) + max((f for _, f in parts), default=0)) / 1024
 

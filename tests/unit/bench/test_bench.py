@@ -62,6 +62,26 @@ def test_the_memory_sampler_survives_processes_ending_mid_read(monkeypatch: pyte
     assert sampler.error is None and sampler.peak_mb > 0
 
 
+def test_a_child_not_yet_execd_is_the_samplers_own_memory_not_counted():
+    """Between fork and exec a child is the harness under another pid, sharing its pages (seen: the
+    sampler caught the go-between there and counted the harness's 500 MB once more, so two 200 MB
+    commands run one after the other peaked at 769 MB)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the harness's memory, no exec; waits for the parent's word
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    try:
+        os.close(read)
+        assert proc._descendants(os.getpid()) == [pid]
+        assert proc._memory_kb(pid)[0] > 0  # it does show the shared pages as its own
+        assert proc.tree_memory_mb(os.getpid(), include_root=False) == 0.0
+    finally:
+        os.write(write, b"x")
+        os.waitpid(pid, 0)
+
+
 @pytest.mark.alone  # the quiet measurement must see no other test's load
 def test_the_load_around_a_command_is_what_else_ran(tmp_path: Path):
     """Others' CPU share: all CPUs' busy time minus the command's own; a busy neighbour shows."""

@@ -79,9 +79,10 @@ def teacher_data(net: torch.nn.Sequential, seed: int = 0) -> Data:
     return Data("deep-linear", r, y, r[:1], y[:1], num_classes=y.shape[1], batch_size=len(r))
 
 
-# The depth-6 network is the open part: γ = 10 holds its deepest directions (−8 to −9 % at every
-# step), and the search's draw decides the rest: −8.9 %, −9.3 %, −12.9 % at seeds 0, 1, 2. Its
-# bound is that measured gap, said in docs/trustworthy-numbers.md#deep-linear-networks, not 10 %.
+# The depth-6 network is the open part: λ̂'s own finite-nβ bias at nβ = n/log n (flat in ε and
+# nearly in γ, −7 to −10 % for well-mixed chains; 4·nβ: −5.3 %, 16·nβ: −4.2 %), and the search's draw
+# decides the rest: −8.9 %, −9.3 %, −12.9 % at seeds 0, 1, 2 (the last at ε = 1e-8, too few clocks
+# for its draws). Its bound is that measured gap, said in docs/trustworthy-numbers.md#finite-nbeta.
 DLN_BOUNDS = [(w, r, 0.15 if len(w) == 7 else 0.10) for w, r in DLN_1E3 + DLN_1E4 + DLN_1E5]
 
 
@@ -143,9 +144,10 @@ def test_the_sampler_core_on_deep_linear_networks_with_long_chains(widths: list[
     estimates run it) at ONE setting for all four, the one the DLN measurements found to settle
     (docs/trustworthy-numbers.md): ε = 1e-6 (ε·nβ = 0.0087), γ = 10, 4 chains of 30 000 steps of
     burn-in and 20 000 draws; within 10 % of Aoyagi's λ, a bound from the formula. Measured (seed 0,
-    44-53 s each): 78.7 for 84, 36.0 for 38.5, 46.5 for 49.5, 20.7 for 22 (−6.0 to −6.5 %: γ = 10 still
-    holds the deepest directions a little; γ = 100 is −10 to −13 %), quarters of the draws flat
-    within ±6 %, R-hat 1.02-1.06: longer still would be needed for the 1.01 bound."""
+    44-53 s each): 78.7 for 84, 36.0 for 38.5, 46.5 for 49.5, 20.7 for 22 (−6.0 to −6.5 %: the
+    estimator's finite-nβ bias, the step's lifting it a little, docs/trustworthy-numbers.md#finite-nbeta;
+    γ = 100 is −10 to −13 %), quarters of the draws flat within ±6 %, R-hat 1.02-1.06: longer still
+    would be needed for the 1.01 bound."""
     row, truth = sampler_core_on_teacher(
         widths, r, lr=1e-6, localization=10.0, num_burnin_steps=30_000, num_draws=20_000
     )
