@@ -223,12 +223,15 @@ def test_lambda_final_carries_its_monte_carlo_error() -> None:
     assert s["lambda_final"] == 2.5 and s["lambda_final_mcse"] == pytest.approx(0.25)  # √(0.09+0.16)/2
 
 
-def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the_momentum_walk() -> None:
-    # SGLD: every step its budget allows diverges at γ = 10; at γ = 100 λ̂ still falls with ε (no
-    # plateau). The momentum walk, on its own ladder, finds one at γ = 10 below SGLD's steps, its
-    # chains judged by its own R-hat bound (1.07 passes its 1.1, not the search's 1.05).
-    diverged = row(np.nan, status="failed: NaN detected in loss at chain 0, draw 0")
-    table = {("sgld", lr, 10.0): diverged for lr in (1e-4, 1e-3, 1e-2)}
+DIVERGED = row(np.nan, status="failed: NaN detected in loss at chain 0, draw 0")
+
+
+def sgld_stuck_momentum_plateau(over: dict) -> tuple[dict, Search]:
+    """SGLD: every step its budget allows diverges at γ = 10; at γ = 100 λ̂ still falls with ε (no
+    plateau). The momentum walk, on its own ladder, agrees at 1e-4 and 1e-5 at γ = 10, below SGLD's
+    steps, its chains judged by its own R-hat bound (1.07 passes its 1.1, not the search's 1.05);
+    `over` is its row at 1e-3, the step above the pair. (table, search)"""
+    table = {("sgld", lr, 10.0): DIVERGED for lr in (1e-4, 1e-3, 1e-2)}
     table |= {("sgld", lr, 100.0): row(v) for lr, v in {1e-2: 8.1, 1e-3: 2.7, 1e-4: 0.9}.items()}
     momentum = {1e-2: 9.0, 1e-3: 4.0, 1e-4: 1.05, 1e-5: 1.0, 1e-6: 0.98}
     table |= {
@@ -236,18 +239,26 @@ def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the
         for g in (10.0, 100.0)
         for lr, v in momentum.items()
     }
+    table[("underdamped", 1e-3, 10.0)] = over
     search = dataclasses.replace(
         LADDER,
         lr=(1e-4, 1e-3, 1e-2),
         max_steps=20_000,
         momentum=Momentum(lr=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), max_steps=40_000, max_draws=10_000),
     )
+    return table, search
+
+
+def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the_momentum_walk() -> None:
+    table, search = sgld_stuck_momentum_plateau(over=DIVERGED)
     estimate, asked = fake(table, by_sampler=True)
     rows, choice = calibration.search(estimate, BASE, search, nbeta=NBETA, exact=True)
-    # ... and of the agreeing pair, the smaller step (the estimates run its chains longer still)
+    # ... and of the agreeing pair, the smaller step: the one above the pair diverged, and the
+    # estimates run their chains far longer than the search (the larger could diverge there)
     assert picked(choice) == ("underdamped", 1e-5, 10.0, True)
     assert choice["reason"] == (
-        "λ̂ at ε=1e-05 agrees with ε=0.0001 (underdamped: no usable sgld step at γ=10): the smaller"
+        "λ̂ at ε=1e-05 agrees with ε=0.0001 (underdamped: no usable sgld step at γ=10); "
+        "ε=0.001 diverged: the smaller"
     )
     # SGLD's whole walk first (both γ), then the momentum walk, timed by 2/√(εγ): 3 × 2/√1e-4 = 600
     # at ε = 1e-5, γ = 10 (SGLD's 2/(εγ) would need 60 000, past any budget here).
@@ -276,6 +287,30 @@ def test_where_sgld_diverges_at_the_weakest_localization_exact_gradients_get_the
         _, choice = calibration.search(estimate, BASE, off, nbeta=NBETA, exact=exact)
         assert {a.sampler for a in asked} == {"sgld"}
         assert picked(choice) == ("sgld", 1e-4, 100.0, False)
+
+
+def test_the_momentum_walk_takes_the_larger_step_of_its_pair_unless_the_next_larger_diverged() -> None:
+    # The step above the pair ran (λ̂ 4.0: too large a step, not agreeing) without diverging: the
+    # larger of the pair, as SGLD's walk takes it (more relaxations within the draws' cap).
+    table, search = sgld_stuck_momentum_plateau(over=row(4.0, ess=100.0, rhat=1.07))
+    estimate, _ = fake(table, by_sampler=True)
+    _, choice = calibration.search(estimate, BASE, search, nbeta=NBETA, exact=True)
+    assert picked(choice) == ("underdamped", 1e-4, 10.0, True)
+    assert choice["reason"] == (
+        "λ̂ at ε=0.0001 agrees with ε=1e-05 (underdamped: no usable sgld step at γ=10): the larger"
+    )
+    # 3 × 2/√(εγ) = 190 steps of burn-in at ε = 1e-4, and the search's 200 draws: ESS 100 over
+    # 4 × 200 draws, 300 per chain needs 2400
+    assert (choice["burnin"], choice["num_draws"]) == (190, 2400)
+    # Unusable for its chains (R-hat 1.3, no divergence) is not diverged: the larger, too.
+    table, search = sgld_stuck_momentum_plateau(over=row(1.0, ess=100.0, rhat=1.3))
+    _, choice = calibration.search(fake(table, by_sampler=True)[0], BASE, search, nbeta=NBETA, exact=True)
+    assert picked(choice) == ("underdamped", 1e-4, 10.0, True)
+    # The pair at the ladder's top (nothing above it): the larger.
+    table, search = sgld_stuck_momentum_plateau(over=row(1.02, ess=100.0, rhat=1.07))
+    search = dataclasses.replace(search, momentum=dataclasses.replace(search.momentum, lr=(1e-5, 1e-4)))
+    _, choice = calibration.search(fake(table, by_sampler=True)[0], BASE, search, nbeta=NBETA, exact=True)
+    assert picked(choice) == ("underdamped", 1e-4, 10.0, True)
 
 
 def test_the_momentum_walk_is_only_for_where_sgld_cannot_sample_and_gives_way_to_its_fallback() -> None:
@@ -319,7 +354,7 @@ def test_the_momentum_walk_runs_where_the_budget_allows_sgld_no_step_and_null_tu
     estimate, asked = fake(table, by_sampler=True)
     _, choice = calibration.search(estimate, BASE, search, NBETA, exact=True)
     assert [a.sampler for a in asked] == ["underdamped", "underdamped"]
-    assert (choice["sampler"], choice["lr"], choice["plateau"]) == ("underdamped", 1e-5, True)
+    assert (choice["sampler"], choice["lr"], choice["plateau"]) == ("underdamped", 1e-4, True)
     # `momentum: null` in the config is `momentum.sampler: null`: no second walk
     assert Search.of({"enabled": True, "momentum": None}).momentum.sampler is None
     assert Search.of({"enabled": True}).momentum.sampler == "underdamped"

@@ -376,7 +376,7 @@ class QuasiHomogeneous(torch.nn.Module):
 # devinterp's SGLD 10-75 % low there at γ = 1, ε = 1e-5, 5 chains x 10 000 steps), on potentials of
 # ours with those λ: (a, b) -> 1/(2a) + 1/(2b). `trust`: what docs/trustworthy-numbers.md says of
 # the calibrated preset at that λ. Measured here (seed 0): +7.9 %, +2.9 %, −5.4 % (trusted: 10 %);
-# then 0.107 −12.3 % (SGLD has no usable step at γ = 1, so the momentum walk: its bias reported,
+# then 0.107 −13.4 % (SGLD has no usable step at γ = 1, so the momentum walk: its bias reported,
 # held to 25 %; before it, the one usable SGLD step diverged in the longer estimate), and 0.05 and
 # 0.024 come out −100 %: no chain is usable at γ ≤ nβ/10, and a stronger γ holds them at w* = 0
 # (the choice's reason says "γ above nβ·max_prior").

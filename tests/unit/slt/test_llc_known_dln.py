@@ -79,27 +79,24 @@ def teacher_data(net: torch.nn.Sequential, seed: int = 0) -> Data:
     return Data("deep-linear", r, y, r[:1], y[:1], num_classes=y.shape[1], batch_size=len(r))
 
 
-# The depth-6 network is the open part: λ̂'s own finite-nβ bias at nβ = n/log n (flat in ε and
-# nearly in γ, −7 to −10 % for well-mixed chains; 4·nβ: −5.3 %, 16·nβ: −4.2 %), and the search's draw
-# decides the rest: −8.9 %, −9.3 %, −12.9 % at seeds 0, 1, 2 (the last at ε = 1e-8, too few clocks
-# for its draws). Its bound is that measured gap, said in docs/trustworthy-numbers.md#finite-nbeta.
-DLN_BOUNDS = [(w, r, 0.15 if len(w) == 7 else 0.10) for w, r in DLN_1E3 + DLN_1E4 + DLN_1E5]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("widths", "r", "bound"), DLN_BOUNDS, ids=lambda v: "-".join(map(str, v)) if isinstance(v, list) else None
+    ("widths", "r"),
+    DLN_1E3 + DLN_1E4 + DLN_1E5,
+    ids=lambda v: "-".join(map(str, v)) if isinstance(v, list) else None,
 )
-def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int, bound: float) -> None:
+def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int) -> None:
     """Deep linear networks of depth 3 to 6 at about 10³, 10⁴ and 10⁵ parameters, against Aoyagi's
     (2024) λ: the calibrated preset as it is, no per-case setting (its search, then the estimate,
-    through the sampler core), within 10 % (the depth-6 one: 15 %, above). SGLD diverges at every
-    step its budget allows at γ = 1 and 10 and finds no plateau at γ = 100, so the search walks the
-    weak γ again with the underdamped sampler (the data are one full batch: exact gradients), and
-    its plateau is the choice (docs/trustworthy-numbers.md#deep-linear-networks). Measured (seed 0,
-    two at a time): 79.59 for 84 (−5.3 %, 90 s), 36.34 for 38.5 (−5.6 %, 114 s), 47.58 for 49.5
-    (−3.9 %, 132 s), 20.04 for 22 (−8.9 %, 178 s); 632.2 for 647 (−2.3 %, 213 s), 680.4 for 726
-    (−6.3 %, about 5 min); 49.66 for 50 (−0.7 %, 577 s)."""
+    through the sampler core), within 10 %. SGLD diverges at every step its budget allows at γ = 1
+    and 10 and finds no plateau at γ = 100, so the search walks the weak γ again with the
+    underdamped sampler (the data are one full batch: exact gradients), and its plateau is the
+    choice (docs/trustworthy-numbers.md#deep-linear-networks). Measured (seed 0, two at a time):
+    79.59 for 84 (−5.3 %, 99 s), 36.34 for 38.5 (−5.6 %, 132 s), 47.58 for 49.5
+    (−3.9 %, 107 s), 20.11 for 22 (−8.6 %, 133 s); 632.2 for 647 (−2.3 %, 161 s), 678.7 for 726
+    (−6.5 %, 248 s); 49.66 for 50 (−0.7 %, 541 s). Every one lands low, the depth-6 network most
+    (seeds 1, 2: −9.3, −9.0 %): λ̂'s own finite-nβ bias at nβ = n/log n, flat in ε and nearly in γ,
+    shrinking as nβ grows (docs/trustworthy-numbers.md#finite-nbeta)."""
     net = deep_linear(widths, r)
     truth = aoyagi_deep(widths, r)
     row, choice, took = calibrated_estimate(net, teacher_data(net), task=SumOfSquares(), nbeta=DLN_NBETA)
@@ -112,7 +109,7 @@ def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int
     )
     assert row["status"] == "ok" and not row["nonstationary"]
     assert choice["plateau"] and choice["sampler"] == "underdamped"
-    assert abs(error) <= bound
+    assert abs(error) <= 0.10
 
 
 def sampler_core_on_teacher(widths: Sequence[int], r: int, **settings) -> tuple[dict, float]:
