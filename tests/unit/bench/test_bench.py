@@ -62,24 +62,27 @@ def test_the_memory_sampler_survives_processes_ending_mid_read(monkeypatch: pyte
     assert sampler.error is None and sampler.peak_mb > 0
 
 
-def test_a_child_not_yet_execd_is_the_samplers_own_memory_not_counted():
-    """Between fork and exec a child is the harness under another pid, sharing its pages (seen: the
-    sampler caught the go-between there and counted the harness's 500 MB once more, so two 200 MB
-    commands run one after the other peaked at 769 MB)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the harness's memory, no exec; waits for the parent's word
-        os.close(write)
-        os.read(read, 1)
-        os._exit(0)
+def test_a_child_not_yet_execd_is_its_parents_memory_not_counted_twice():
+    """Between fork and exec a child is its parent under another pid, sharing its pages (seen: the
+    sampler caught the harness's go-between there and counted the harness's 500 MB once more, so
+    two 200 MB commands run one after the other peaked at 769 MB). A parent holding 200 MB forks
+    a child that does not exec: the tree holds 200 MB, not 400."""
+    script = (
+        "import os, sys; b = b'x' * (200 << 20); pid = os.fork()\n"
+        "if pid: print('forked', flush=True); sys.stdin.read(); os.waitpid(pid, 0)\n"
+        "else: sys.stdin.read()"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        os.close(read)
-        assert proc._descendants(os.getpid()) == [pid]
-        assert proc._memory_kb(pid)[0] > 0  # it does show the shared pages as its own
-        assert proc.tree_memory_mb(os.getpid(), include_root=False) == 0.0
+        assert parent.stdout.readline() == "forked\n"
+        (child,) = proc._descendants(parent.pid)
+        assert proc._memory_kb(child)[0] >= 200 << 10  # it does show the shared pages as its own
+        assert proc.tree_memory_mb(parent.pid, include_root=False) == 0.0
+        assert 200 <= proc.tree_memory_mb(parent.pid) < 300
     finally:
-        os.write(write, b"x")
-        os.waitpid(pid, 0)
+        parent.communicate("")
 
 
 @pytest.mark.alone  # the quiet measurement must see no other test's load
