@@ -95,7 +95,7 @@ def test_the_calibrated_preset_on_deep_linear_networks(widths: list[int], r: int
     79.59 for 84 (−5.3 %, 99 s), 36.34 for 38.5 (−5.6 %, 132 s), 47.58 for 49.5
     (−3.9 %, 107 s), 20.11 for 22 (−8.6 %, 133 s); 632.2 for 647 (−2.3 %, 161 s), 678.7 for 726
     (−6.5 %, 248 s); 49.66 for 50 (−0.7 %, 541 s). Every one lands low, the depth-6 network most
-    (seeds 1, 2: −9.3, −9.0 %): λ̂'s own finite-nβ bias at nβ = n/log n, flat in ε and nearly in γ,
+    (seeds 1-4: −9.3, −9.0, −8.0, −7.5 %): λ̂'s own finite-nβ bias at nβ = n/log n, flat in ε and nearly in γ,
     shrinking as nβ grows (docs/trustworthy-numbers.md#finite-nbeta)."""
     net = deep_linear(widths, r)
     truth = aoyagi_deep(widths, r)
