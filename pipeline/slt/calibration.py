@@ -128,8 +128,13 @@ def search(
                 return rows, _choice(above, search, base, True, why)
         # The momentum walk, on the weak γ only (the strong ones pull λ̂ down whatever the sampler);
         # no row at the weakest γ: the budget allowed SGLD no step there, which counts as none usable
-        stuck = bool(weak) and not any(r["usable"] for r in rows if _at(r, *weak[0], base.sampler))
-        walked_momentum = group is weak and stuck and exact and m.sampler not in (None, base.sampler)
+        walked_momentum = (
+            group is weak
+            and bool(weak)
+            and exact
+            and m.sampler not in (None, base.sampler)
+            and not any(r["usable"] for r in rows if _at(r, *weak[0], base.sampler))
+        )
         if walked_momentum:
             found = _momentum_walk(estimate, base, search, weak, nbeta, rows)
             if found is not None:
